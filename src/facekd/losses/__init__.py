@@ -1,0 +1,61 @@
+"""Loss heads, one registry: ``build_head(embedding, label, cfg)``.
+
+A loss is registered with :func:`register_loss` and described by a :class:`LossSpec`:
+
+* ``build(embedding, label, cfg) -> list of symbols``: the outputs after the
+  embedding. ``label`` is the variable ``softmax_label``: shape (B,) for hard
+  labels, (B, d+1) for soft labels (split with ``facekd.data.labels.split_soft_symbol``).
+* ``label``: ``"hard"`` (class ids) or ``"soft"`` (teacher vector then class id).
+* ``teacher_centres``: name of a variable that receives the teacher's row-normalised
+  ``fc7_weight`` (frozen), or None. The trainer loads, checks and normalises it once.
+* ``needs_teacher_dim``: the soft labels' teacher dimension must equal ``emb_size``.
+* ``iterator``: ``"face"`` (shuffled images) or ``"triplet"`` (A|P|N bags).
+* ``metrics(cfg) -> list of mx.metric.EvalMetric`` reading the head's outputs.
+
+:func:`build_head` returns ``mx.sym.Group([BlockGrad(embedding)] + outputs)``.
+"""
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from ..registry import Registry
+
+LOSSES = Registry("loss", "--loss")
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    name: str
+    build: Callable
+    metrics: Callable
+    label: str = "hard"
+    teacher_centres: Optional[str] = None
+    needs_teacher_dim: bool = False
+    iterator: str = "face"
+
+
+def register_loss(name, metrics, label="hard", teacher_centres=None, needs_teacher_dim=False,
+                  iterator="face"):
+    """Decorator: register ``build(embedding, label, cfg) -> [outputs]`` as loss ``name``."""
+    def wrap(fn):
+        LOSSES.register(name, LossSpec(name, fn, metrics, label, teacher_centres,
+                                       needs_teacher_dim, iterator))
+        return fn
+    return wrap
+
+
+def get_loss(name):
+    return LOSSES.get(name)
+
+
+def build_head(embedding, label, cfg):
+    """``mx.sym.Group`` of [BlockGrad(embedding), loss outputs...] for ``cfg.loss``."""
+    import mxnet as mx
+
+    spec = get_loss(cfg.loss)
+    outputs = spec.build(embedding, label, cfg)
+    return mx.sym.Group([mx.sym.BlockGrad(embedding)] + list(outputs))
+
+
+# Importing the modules fills the registry.
+from . import (margin, angular_distillation, triplet_distillation, margin_base_with_t,  # noqa: E402,F401
+               margin_distillation, template_kd)
