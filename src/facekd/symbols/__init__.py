@@ -25,3 +25,4 @@ def get_symbol(cfg):
 
 # Importing the modules fills the registry.
 from . import mobilefacenet, resnet, pocketnet  # noqa: E402,F401
+from .common import network_initializer  # noqa: E402,F401

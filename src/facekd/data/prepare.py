@@ -1,0 +1,285 @@
+"""The stepwise soft-dataset preparation (the scripts that replace the reference notebooks).
+
+Layout of the working folder ``DIR`` written by :func:`extract_images` and filled in
+by the later steps::
+
+    DIR/images/<class>/<key>.<ext>   the record's image bytes, unchanged (.jpg or .png)
+    DIR/labels/index.tsv             one line per image in record-key order:
+                                     key <TAB> class id <TAB> path relative to DIR/images
+    DIR/labels/embeddings.npy        float32 (N, d): row i is the teacher's raw fc1 output
+                                     for line i of index.tsv (written by :func:`save_embeddings`)
+
+:func:`write_soft_lst` joins the two into a ``.lst`` of soft labels, grouped by class,
+which ``data_prepare/face2rec2.py`` packs into ``train.rec``/``train.idx``/``property``.
+Every output is written under a temporary name and renamed when complete
+(:func:`staged_output` for folders, ``<name>.partial`` for files).
+"""
+import contextlib
+import os
+import shutil
+import time
+from collections import namedtuple
+
+import numpy as np
+
+from ..errors import FaceKDError
+from . import labels as label_layout
+
+INDEX_FILE = "index.tsv"
+EMBEDDINGS_FILE = "embeddings.npy"
+PARTIAL = ".partial"
+
+StepSummary = namedtuple("StepSummary", "num_images num_classes seconds path")
+
+_MAGIC = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"))
+
+
+def image_extension(payload, where="record"):
+    """File extension of encoded image bytes, from their magic number (.jpg or .png)."""
+    for magic, ext in _MAGIC:
+        if payload[:len(magic)] == magic:
+            return ext
+    raise FaceKDError(f"{where}: payload is neither JPEG nor PNG (starts with {payload[:8]!r})")
+
+
+def _progress(total, desc, enabled):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, smoothing=0.1)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def check_output(path, overwrite, flag="--out"):
+    """Refuse an existing output unless ``overwrite`` (checked before any work starts)."""
+    if os.path.lexists(path) and not overwrite:
+        raise FaceKDError(f"{flag} {path} already exists; choose another path or pass --overwrite")
+
+
+def remove_path(path):
+    """Remove a file, link or folder tree if present."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def replace_path(staged, final):
+    """Move ``staged`` to ``final``; an existing ``final`` is set aside first, then removed."""
+    old = None
+    if os.path.lexists(final):
+        old = f"{final}.old-{os.getpid()}"
+        os.rename(final, old)
+    os.rename(staged, final)
+    if old is not None:
+        remove_path(old)
+
+
+@contextlib.contextmanager
+def staged_output(final, overwrite=False, flag="--out"):
+    """Yield the folder ``final + '.partial'`` to write into; rename it to ``final`` on success.
+
+    A leftover ``.partial`` folder (from a killed run) is removed first, so a rerun with
+    the same arguments starts over cleanly. On an exception the partial folder is removed
+    and ``final`` is untouched; a crash at any point never leaves anything under ``final``.
+    """
+    final = os.path.normpath(final)
+    check_output(final, overwrite, flag)
+    staged = final + PARTIAL
+    remove_path(staged)
+    os.makedirs(staged)
+    try:
+        yield staged
+    except BaseException:
+        remove_path(staged)
+        raise
+    replace_path(staged, final)
+
+
+def load_teacher(model, batch_size, cpu_contexts=1, image_size=(112, 112)):
+    """facekd.teacher.Embedder of ``model`` ("prefix,epoch") over the GPUs of CUDA_VISIBLE_DEVICES,
+    else ``cpu_contexts`` CPU contexts; ``batch_size`` images per forward over all of them."""
+    from ..teacher import Embedder, parse_model_arg
+    from ..training.contexts import get_contexts
+
+    if batch_size < 1:
+        raise FaceKDError(f"--batch-size must be >= 1, got {batch_size}")
+    prefix, epoch = parse_model_arg(model, "--model")
+    return Embedder.from_checkpoint(prefix, epoch, get_contexts(cpu_contexts), batch_size, image_size)
+
+
+# ----------------------------------------------------------------------------- step 1: images
+
+def image_path(cls, key, ext):
+    """Path of an extracted image relative to ``DIR/images``."""
+    return f"{cls}/{key}{ext}"
+
+
+def extract_images(data_dir, out_dir, overwrite=False, progress=True):
+    """Step 1: write every image of ``data_dir/train.rec`` to ``out_dir/images`` plus the index."""
+    from .recordio import RecordDataset
+
+    start = time.time()
+    classes = set()
+    with RecordDataset(data_dir) as ds, staged_output(out_dir, overwrite) as staged:
+        images_dir = os.path.join(staged, "images")
+        labels_dir = os.path.join(staged, "labels")
+        os.makedirs(images_dir)
+        os.makedirs(labels_dir)
+        with open(os.path.join(labels_dir, INDEX_FILE), "w") as index, \
+                _progress(ds.num_images, "extract", progress) as bar:
+            for key, label, payload in ds.iter_records():
+                cls = label_layout.class_id(label)
+                rel = image_path(cls, key, image_extension(payload, f"{ds.rec_path} record {key}"))
+                if cls not in classes:
+                    os.makedirs(os.path.join(images_dir, str(cls)), exist_ok=True)
+                    classes.add(cls)
+                with open(os.path.join(images_dir, rel), "wb") as f:
+                    f.write(payload)
+                index.write(f"{key}\t{cls}\t{rel}\n")
+                bar.update(1)
+        num_images = ds.num_images
+    return StepSummary(num_images, len(classes), time.time() - start, out_dir)
+
+
+# ----------------------------------------------------------------------------- index
+
+IndexEntry = namedtuple("IndexEntry", "key cls path")
+
+
+def _index_path(labels_dir):
+    path = os.path.join(labels_dir, INDEX_FILE)
+    if not os.path.isfile(path):
+        raise FaceKDError(f"--labels {labels_dir}: no {INDEX_FILE}; run data_prepare/bin_get_images.py first")
+    return path
+
+
+def count_index(labels_dir):
+    """Number of images listed in ``labels_dir/index.tsv``."""
+    with open(_index_path(labels_dir), "rb") as f:
+        return sum(1 for _ in f)
+
+
+def iter_index(labels_dir):
+    """Yield :class:`IndexEntry` for each line of ``labels_dir/index.tsv``, in order."""
+    path = _index_path(labels_dir)
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.rstrip("\n").split("\t")
+            try:
+                if len(parts) != 3:
+                    raise ValueError
+                yield IndexEntry(int(parts[0]), int(parts[1]), parts[2])
+            except ValueError:
+                raise FaceKDError(f"{path} line {lineno}: expected 'key<TAB>class<TAB>path', "
+                                  f"got {line.rstrip()!r}") from None
+
+
+def _batches(iterable, size):
+    batch = []
+    for item in iterable:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ----------------------------------------------------------------------------- step 2: vectors
+
+def load_images(images_dir, entries):
+    """Decode the images of index ``entries`` into uint8 RGB (B, H, W, 3)."""
+    from .images import decode
+
+    out = []
+    for e in entries:
+        path = os.path.join(images_dir, e.path)
+        try:
+            with open(path, "rb") as f:
+                payload = f.read()
+        except OSError as exc:
+            raise FaceKDError(f"--images {images_dir}: cannot read {e.path} ({exc.strerror}); "
+                              "re-run data_prepare/bin_get_images.py") from None
+        out.append(decode(payload, path))
+    shapes = {img.shape for img in out}
+    if len(shapes) != 1:
+        raise FaceKDError(f"--images {images_dir}: images of one batch differ in size {sorted(shapes)}")
+    return np.stack(out)
+
+
+def embeddings_path(labels_dir):
+    return os.path.join(labels_dir, EMBEDDINGS_FILE)
+
+
+def check_embeddings_output(labels_dir, overwrite):
+    """Refuse an existing ``embeddings.npy`` unless ``overwrite`` (before loading the teacher)."""
+    _index_path(labels_dir)
+    check_output(embeddings_path(labels_dir), overwrite, "--labels")
+
+
+def save_embeddings(embedder, images_dir, labels_dir, overwrite=False, progress=True):
+    """Step 2: the teacher's raw fc1 output of every indexed image -> ``labels_dir/embeddings.npy``.
+
+    One float32 (N, d) ``.npy`` written through a memmap, batch by batch (``embedder.batch_size``),
+    under ``embeddings.npy.partial`` until complete.
+    """
+    start = time.time()
+    check_embeddings_output(labels_dir, overwrite)
+    n = count_index(labels_dir)
+    if n == 0:
+        raise FaceKDError(f"--labels {labels_dir}: {INDEX_FILE} is empty")
+    final = embeddings_path(labels_dir)
+    staged = final + PARTIAL
+    vectors = np.lib.format.open_memmap(staged, mode="w+", dtype=np.float32, shape=(n, embedder.emb_size))
+    try:
+        row = 0
+        with _progress(n, "embed", progress) as bar:
+            for entries in _batches(iter_index(labels_dir), embedder.batch_size):
+                emb = embedder.embed(load_images(images_dir, entries))
+                check_finite(emb, [e.key for e in entries], "teacher")
+                vectors[row:row + len(entries)] = emb
+                row += len(entries)
+                bar.update(len(entries))
+        vectors.flush()
+        del vectors
+    except BaseException:
+        del vectors
+        remove_path(staged)
+        raise
+    replace_path(staged, final)
+    return StepSummary(n, None, time.time() - start, final)
+
+
+def check_finite(vectors, keys, who):
+    """Raise when a teacher vector has NaN/inf (a broken checkpoint), naming the record key."""
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        key = keys[int(np.argmax(bad))]
+        raise FaceKDError(f"{who} produced a non-finite embedding for record {key}; check --model")
+
+
+def load_embeddings(labels_dir, expected_rows):
+    """Memmap of ``labels_dir/embeddings.npy``, validated against the index length."""
+    path = embeddings_path(labels_dir)
+    if not os.path.isfile(path):
+        raise FaceKDError(f"--labels {labels_dir}: no {EMBEDDINGS_FILE}; run data_prepare/save_embeddings.py first")
+    vectors = np.load(path, mmap_mode="r")
+    if vectors.ndim != 2 or vectors.shape[0] != expected_rows or vectors.dtype != np.float32:
+        raise FaceKDError(f"{path}: expected float32 ({expected_rows}, d), got {vectors.dtype} {vectors.shape}; "
+                          "re-run data_prepare/save_embeddings.py --overwrite")
+    return vectors
+
+
+# ----------------------------------------------------------------------------- step 3: .lst
+
+def soft_lst_entries(images_dir, labels_dir):
+    """Yield (absolute image path, soft label row) per indexed image, in index order."""
+    n = count_index(labels_dir)
+    vectors = load_embeddings(labels_dir, n)
+    for chunk in _batches(enumerate(iter_index(labels_dir)), 4096):
+        rows = np.asarray([i for i, _ in chunk])
+        entries = [e for _, e in chunk]
+        soft = label_layout.make_soft(vectors[rows[0]:rows[-1] + 1], [e.cls for e in entries])
+        for e, label in zip(entries, soft):
+            yield os.path.join(images_dir, e.path), label

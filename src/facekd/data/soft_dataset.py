@@ -1,0 +1,195 @@
+"""Streaming soft-label dataset builder: train.rec -> teacher -> soft train.rec in one pass.
+
+Three stages run at once over bounded queues, so memory does not grow with the dataset:
+
+* a reader thread walks ``IN/train.rec`` in key order and decodes batch k+1;
+* the calling thread runs the teacher on batch k (batched inference over all contexts);
+* a writer thread appends batch k-1 to the new record file, each image's bytes unchanged,
+  its label ``[teacher fc1 output (d floats), class id]`` (:func:`facekd.data.labels.make_soft`).
+
+Everything is written into ``OUT.partial/`` and renamed to ``OUT`` when complete
+(:func:`facekd.data.prepare.staged_output`). An interrupted build leaves nothing under
+``OUT``; rerun with the same arguments and it starts over, discarding ``OUT.partial``.
+"""
+import glob
+import os
+import queue
+import shutil
+import threading
+import time
+from collections import namedtuple
+
+import numpy as np
+
+from ..errors import FaceKDError
+from . import labels as label_layout
+from .prepare import check_finite, check_output, load_teacher, staged_output
+from .recordio import RecordDataset, RecordDatasetWriter
+
+BuildSummary = namedtuple("BuildSummary", "num_images num_identities emb_size seconds out_dir")
+
+_END = object()
+_POLL = 0.1  # seconds between checks of the stop flag while a queue is full/empty
+
+
+class _Batch:
+    __slots__ = ("keys", "classes", "payloads", "images", "vectors")
+
+    def __init__(self, keys, classes, payloads):
+        self.keys, self.classes, self.payloads = keys, classes, payloads
+        self.images = self.vectors = None
+
+
+class _Pipeline:
+    """Stop flag, first error and queue helpers shared by the stages."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.error = None
+        self._lock = threading.Lock()
+
+    def fail(self, exc):
+        with self._lock:
+            if self.error is None:
+                self.error = exc
+        self.stop.set()
+
+    def put(self, q, item):
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=_POLL)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def get(self, q):
+        while True:
+            try:
+                return q.get(timeout=_POLL)
+            except queue.Empty:
+                if self.stop.is_set():
+                    return _END
+
+    def thread(self, fn, *args, name):
+        def run():
+            try:
+                fn(*args)
+            except BaseException as exc:  # handed to the calling thread
+                self.fail(exc)
+
+        t = threading.Thread(target=run, name=name, daemon=True)
+        t.start()
+        return t
+
+
+def _decode_batch(batch, rec_path, image_size):
+    from .images import decode
+
+    images = np.empty((len(batch.payloads),) + tuple(image_size) + (3,), dtype=np.uint8)
+    for i, (key, payload) in enumerate(zip(batch.keys, batch.payloads)):
+        img = decode(payload, f"{rec_path} record {key}")
+        if img.shape[:2] != tuple(image_size):
+            raise FaceKDError(f"{rec_path} record {key}: image is {img.shape[1]}x{img.shape[0]}, "
+                              f"property says {image_size[1]}x{image_size[0]}; fix the property file")
+        images[i] = img
+    batch.images = images
+    return batch
+
+
+def _read(pipe, dataset, batch_size, out_q):
+    batch = _Batch([], [], [])
+    for key, label, payload in dataset.iter_records():
+        if pipe.stop.is_set():
+            return
+        batch.keys.append(key)
+        batch.classes.append(label_layout.class_id(label))
+        batch.payloads.append(payload)
+        if len(batch.keys) == batch_size:
+            if not pipe.put(out_q, _decode_batch(batch, dataset.rec_path, dataset.image_size)):
+                return
+            batch = _Batch([], [], [])
+    if batch.keys and not pipe.put(out_q, _decode_batch(batch, dataset.rec_path, dataset.image_size)):
+        return
+    pipe.put(out_q, _END)
+
+
+def _write(pipe, writer, in_q, bar):
+    while True:
+        batch = pipe.get(in_q)
+        if batch is _END:
+            return
+        for label, payload in zip(label_layout.make_soft(batch.vectors, batch.classes), batch.payloads):
+            writer.add(label, payload)
+        bar.update(len(batch.payloads))
+
+
+def copy_targets(src_dir, dst_dir):
+    """Copy the verification targets ``src_dir/*.bin`` into ``dst_dir``; returns their names."""
+    names = []
+    for path in sorted(glob.glob(os.path.join(src_dir, "*.bin"))):
+        shutil.copyfile(path, os.path.join(dst_dir, os.path.basename(path)))
+        names.append(os.path.basename(path))
+    return names
+
+
+def check_build_args(data_dir, out_dir, overwrite):
+    """Cheap checks before the teacher is loaded: the output policy and distinct folders."""
+    if os.path.abspath(data_dir) == os.path.abspath(out_dir):
+        raise FaceKDError(f"--out {out_dir} is the input --data-dir; write the soft dataset to a new folder")
+    check_output(out_dir, overwrite)
+
+
+def build_soft_dataset(data_dir, out_dir, embedder, overwrite=False, queue_depth=2, progress=True):
+    """Write ``out_dir`` = ``data_dir`` with soft labels from ``embedder`` (a facekd.teacher.Embedder).
+
+    Images keep their record keys and bytes; identities are the runs of equal class id;
+    ``property`` keeps the input's class count and image size; ``*.bin`` targets are copied.
+    Returns a :class:`BuildSummary`.
+    """
+    from tqdm import tqdm
+
+    check_build_args(data_dir, out_dir, overwrite)
+    if embedder.emb_size < 3:
+        raise FaceKDError(f"teacher embedding has {embedder.emb_size} dims; soft labels need d >= 3 (--model)")
+    start = time.time()
+    with RecordDataset(data_dir) as dataset, staged_output(out_dir, overwrite) as staged:
+        pipe = _Pipeline()
+        decoded, embedded = queue.Queue(queue_depth), queue.Queue(queue_depth)
+        h, w = dataset.image_size
+        writer = RecordDatasetWriter(staged, num_classes=dataset.num_classes, image_size=(h, w))
+        bar = tqdm(total=dataset.num_images, desc="soft labels", unit="img", disable=not progress, smoothing=0.1)
+        threads = [pipe.thread(_read, pipe, dataset, embedder.batch_size, decoded, name="facekd-read"),
+                   pipe.thread(_write, pipe, writer, embedded, bar, name="facekd-write")]
+        try:
+            while not pipe.stop.is_set():
+                batch = pipe.get(decoded)
+                if batch is _END:
+                    pipe.put(embedded, _END)
+                    break
+                batch.vectors = embedder.embed(batch.images)
+                batch.images = None
+                check_finite(batch.vectors, batch.keys, "teacher")
+                pipe.put(embedded, batch)
+        except BaseException as exc:
+            pipe.fail(exc)
+        finally:
+            for t in threads:
+                while t.is_alive():
+                    t.join(_POLL)
+            bar.close()
+        if pipe.error is not None:
+            writer.abort()
+            raise pipe.error
+        copy_targets(data_dir, staged)
+        num_images, num_identities = writer.commit()
+    return BuildSummary(num_images, num_identities, embedder.emb_size, time.time() - start, out_dir)
+
+
+def build_from_checkpoint(data_dir, out_dir, model, batch_size=64, cpu_contexts=1, overwrite=False, progress=True):
+    """:func:`build_soft_dataset` with the teacher ``model`` ("prefix,epoch"), after the cheap checks."""
+    check_build_args(data_dir, out_dir, overwrite)
+    with RecordDataset(data_dir) as dataset:
+        image_size = dataset.image_size
+    embedder = load_teacher(model, batch_size, cpu_contexts, image_size)
+    return build_soft_dataset(data_dir, out_dir, embedder, overwrite=overwrite, progress=progress)

@@ -1,0 +1,287 @@
+"""THE pair-verification protocol on ``<target>.bin`` files (insightface, spec/evaluation.md).
+
+A target is decoded once into a uint8 (N, H, W, 3) array and kept. Originals and
+their horizontal flips go through the network in the same batches; XNorm is the mean
+L2 norm of all raw embeddings; the score embedding is ``normalise(orig + flip)``;
+distance is squared Euclidean; accuracy is the 10-fold (contiguous folds) accuracy
+at the threshold chosen on the other nine folds; VAL is taken at FAR = 1e-3.
+"""
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import FaceKDError
+
+ACC_THRESHOLDS = np.arange(0, 4, 0.01)
+VAL_THRESHOLDS = np.arange(0, 4, 0.001)
+VAL_FAR = 1e-3
+
+
+@dataclass
+class VerificationSet:
+    """A decoded target: ``images`` uint8 (2P, H, W, 3) RGB, pair i = images[2i], images[2i+1]."""
+    name: str
+    images: np.ndarray
+    issame: np.ndarray
+    path: str = ""
+
+    @property
+    def num_pairs(self):
+        return len(self.issame)
+
+
+@dataclass
+class VerificationResult:
+    """Fold accuracies summarised, XNorm, VAL @ FAR, and the fold-averaged ROC over ACC_THRESHOLDS."""
+    acc: float
+    std: float
+    xnorm: float
+    val: float
+    val_std: float
+    far: float
+    tpr: np.ndarray
+    fpr: np.ndarray
+    best_thresholds: np.ndarray
+    fold_accuracies: np.ndarray
+
+
+# ----------------------------------------------------------------------------- targets
+
+def target_path(data_dir, name):
+    return os.path.join(data_dir, f"{name}.bin")
+
+
+def find_targets(data_dir, names):
+    """Paths of the ``<name>.bin`` files present in ``data_dir``, in the order of ``names``."""
+    return [target_path(data_dir, n) for n in names if os.path.isfile(target_path(data_dir, n))]
+
+
+def fit_image(rgb, image_size, source="image"):
+    """An RGB uint8 image as (h, w, 3), resized (bilinear) when its size differs."""
+    import cv2
+
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise FaceKDError(f"{source}: expected an RGB uint8 image, got shape {rgb.shape} dtype {rgb.dtype}")
+    h, w = image_size
+    if rgb.shape[:2] != (h, w):
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+    return rgb
+
+
+def load_target(path, image_size=(112, 112), name=None, progress=True):
+    """Decode every image of a ``.bin`` target once (resized to ``image_size`` if needed)."""
+    from tqdm import tqdm
+
+    from ..data.binfile import load_bin
+    from ..data.images import decode
+
+    if not os.path.isfile(path):
+        raise FaceKDError(f"verification target {path} not found; check --data-dir and --target")
+    name = name or os.path.splitext(os.path.basename(path))[0]
+    bins, issame = load_bin(path)
+    if len(issame) == 0:
+        raise FaceKDError(f"{path}: the target holds no pairs")
+    h, w = image_size
+    images = np.empty((len(bins), h, w, 3), dtype=np.uint8)
+    for i, payload in enumerate(tqdm(bins, desc=f"decode {name}", unit="img", leave=False,
+                                     disable=not progress or len(bins) < 2000)):
+        try:
+            rgb = decode(payload)
+        except FaceKDError as exc:
+            raise FaceKDError(f"{path}: image {i}: {exc}") from None
+        images[i] = fit_image(rgb, image_size, f"{path}: image {i}")
+    return VerificationSet(name, images, np.asarray(issame, dtype=bool), path)
+
+
+# ----------------------------------------------------------------------------- embedding
+
+def embed_with_flip(embedder, images, progress=None):
+    """(orig, flip) raw embeddings of uint8 NHWC images; each batch holds originals and their flips."""
+    from tqdm import tqdm
+
+    n = len(images)
+    half = max(1, embedder.batch_size // 2)
+    orig = np.empty((n, embedder.emb_size), dtype=np.float32)
+    flip = np.empty_like(orig)
+    steps = range(0, n, half)
+    for start in tqdm(steps, desc=progress or "embed", unit="batch", leave=False,
+                      disable=not progress or len(steps) < 10):
+        chunk = images[start:start + half]
+        count = len(chunk)
+        emb = embedder.embed(np.concatenate([chunk, chunk[:, :, ::-1]]))
+        orig[start:start + count] = emb[:count]
+        flip[start:start + count] = emb[count:]
+    return orig, flip
+
+
+def l2_normalize(x):
+    """Rows divided by their L2 norm (zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def flip_embeddings(orig, flip=None):
+    """(score embeddings, XNorm): ``normalise(orig + flip)`` and the mean raw L2 norm of all embeddings."""
+    orig = np.asarray(orig, dtype=np.float64)
+    if flip is None:
+        return l2_normalize(orig), float(np.linalg.norm(orig, axis=1).mean())
+    flip = np.asarray(flip, dtype=np.float64)
+    if flip.shape != orig.shape:
+        raise FaceKDError(f"flipped embeddings {flip.shape} do not match the originals {orig.shape}")
+    xnorm = float(np.concatenate([np.linalg.norm(orig, axis=1), np.linalg.norm(flip, axis=1)]).mean())
+    return l2_normalize(orig + flip), xnorm
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def kfold(n, nfolds):
+    """Contiguous folds as sklearn's KFold(shuffle=False): list of (train, test) index arrays.
+
+    With ``nfolds == 1`` the single fold trains and tests on everything (insightface's LFold).
+    """
+    if nfolds < 1:
+        raise FaceKDError(f"--nfolds must be >= 1, got {nfolds}")
+    if nfolds > n:
+        raise FaceKDError(f"--nfolds {nfolds} is larger than the number of pairs {n}")
+    idx = np.arange(n)
+    if nfolds == 1:
+        return [(idx, idx)]
+    sizes = np.full(nfolds, n // nfolds)
+    sizes[: n % nfolds] += 1
+    folds, start = [], 0
+    for size in sizes:
+        test = idx[start:start + size]
+        folds.append((np.concatenate([idx[:start], idx[start + size:]]), test))
+        start += size
+    return folds
+
+
+def _counts(dist, issame, thresholds):
+    """(tp, fp, n_same, n_diff) per threshold, "same" meaning dist < threshold."""
+    same = np.sort(dist[issame])
+    diff = np.sort(dist[~issame])
+    tp = np.searchsorted(same, thresholds, side="left")
+    fp = np.searchsorted(diff, thresholds, side="left")
+    return tp, fp, len(same), len(diff)
+
+
+def _rates(tp, fp, n_same, n_diff):
+    tpr = tp / n_same if n_same else np.zeros(len(tp))
+    fpr = fp / n_diff if n_diff else np.zeros(len(fp))
+    return tpr, fpr
+
+
+def roc_folds(dist, issame, thresholds=ACC_THRESHOLDS, nfolds=10):
+    """insightface's calculate_roc: (tpr, fpr averaged over folds, fold accuracies, best thresholds)."""
+    dist = np.asarray(dist, dtype=np.float64)
+    issame = np.asarray(issame, dtype=bool)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    folds = kfold(len(dist), nfolds)
+    tprs = np.zeros((len(folds), len(thresholds)))
+    fprs = np.zeros_like(tprs)
+    accuracy = np.zeros(len(folds))
+    best = np.zeros(len(folds))
+    for f, (train, test) in enumerate(folds):
+        tp, fp, n_same, n_diff = _counts(dist[train], issame[train], thresholds)
+        acc_train = (tp + (n_diff - fp)) / len(train)
+        b = int(np.argmax(acc_train))
+        tp, fp, n_same, n_diff = _counts(dist[test], issame[test], thresholds)
+        tprs[f], fprs[f] = _rates(tp, fp, n_same, n_diff)
+        accuracy[f] = (tp[b] + n_diff - fp[b]) / len(test)
+        best[f] = thresholds[b]
+    return tprs.mean(0), fprs.mean(0), accuracy, best
+
+
+def _val_far(threshold, dist, issame):
+    tp, fp, n_same, n_diff = _counts(dist, issame, np.array([threshold]))
+    val, far = _rates(tp, fp, n_same, n_diff)
+    return float(val[0]), float(far[0])
+
+
+def far_threshold(far_train, thresholds, far_target):
+    """Threshold reaching ``far_target`` by linear interpolation of FAR -> threshold (0 if never reached).
+
+    FAR is non-decreasing in the threshold and repeats over runs of thresholds; each distinct
+    FAR keeps the largest threshold that gives it (insightface's interp1d fails on the repeats).
+    """
+    far_train = np.asarray(far_train, dtype=np.float64)
+    if far_train.max() < far_target:
+        return 0.0
+    rev_far = far_train[::-1]
+    uniq, first_in_rev = np.unique(rev_far, return_index=True)
+    last = len(far_train) - 1 - first_in_rev
+    return float(np.interp(far_target, uniq, np.asarray(thresholds, dtype=np.float64)[last]))
+
+
+def val_at_far(dist, issame, far_target=VAL_FAR, thresholds=VAL_THRESHOLDS, nfolds=10):
+    """insightface's calculate_val: (mean VAL, std VAL, mean FAR) over the folds."""
+    dist = np.asarray(dist, dtype=np.float64)
+    issame = np.asarray(issame, dtype=bool)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    folds = kfold(len(dist), nfolds)
+    val = np.zeros(len(folds))
+    far = np.zeros(len(folds))
+    for f, (train, test) in enumerate(folds):
+        tp, fp, n_same, n_diff = _counts(dist[train], issame[train], thresholds)
+        _, far_train = _rates(tp, fp, n_same, n_diff)
+        threshold = far_threshold(far_train, thresholds, far_target)
+        val[f], far[f] = _val_far(threshold, dist[test], issame[test])
+    return float(val.mean()), float(val.std()), float(far.mean())
+
+
+def pair_distances(embeddings):
+    """Squared Euclidean distance of each pair (rows 2i and 2i+1)."""
+    e = np.asarray(embeddings, dtype=np.float64)
+    if len(e) % 2:
+        raise FaceKDError(f"{len(e)} embeddings cannot form pairs (expected an even number)")
+    return np.sum(np.square(e[0::2] - e[1::2]), axis=1)
+
+
+def evaluate_embeddings(embeddings, issame, nfolds=10, xnorm=float("nan")):
+    """The protocol on ready score embeddings (2P, d) (already normalised)."""
+    issame = np.asarray(issame, dtype=bool)
+    if len(embeddings) != 2 * len(issame):
+        raise FaceKDError(f"{len(embeddings)} embeddings for {len(issame)} pairs (expected twice as many)")
+    dist = pair_distances(embeddings)
+    tpr, fpr, accuracy, best = roc_folds(dist, issame, ACC_THRESHOLDS, nfolds)
+    val, val_std, far = val_at_far(dist, issame, VAL_FAR, VAL_THRESHOLDS, nfolds)
+    return VerificationResult(float(accuracy.mean()), float(accuracy.std()), xnorm, val, val_std, far,
+                              tpr, fpr, best, accuracy)
+
+
+def evaluate(embedder_or_embeddings, vset, batch_size=None, nfolds=10, progress=False):
+    """Evaluate a model (an Embedder) or raw embeddings on a VerificationSet.
+
+    Embeddings are either ``(orig, flip)`` raw arrays or one raw (N, d) array (no flip).
+    ``batch_size`` is the Embedder's own (kept for the call signature; it must match when given).
+    """
+    source = embedder_or_embeddings
+    if hasattr(source, "embed"):
+        if batch_size is not None and batch_size != source.batch_size:
+            raise FaceKDError(f"batch size {batch_size} differs from the embedder's {source.batch_size}")
+        orig, flip = embed_with_flip(source, vset.images, progress=f"embed {vset.name}" if progress else None)
+    elif isinstance(source, (tuple, list)) and len(source) == 2:
+        orig, flip = source
+    else:
+        orig, flip = source, None
+    if len(orig) != len(vset.images):
+        raise FaceKDError(f"{vset.name}: {len(orig)} embeddings for {len(vset.images)} images")
+    embeddings, xnorm = flip_embeddings(orig, flip)
+    return evaluate_embeddings(embeddings, vset.issame, nfolds, xnorm)
+
+
+# ----------------------------------------------------------------------------- logs
+
+def format_log(name, step, result):
+    """The two log lines users grep for: ``[lfw][2000]XNorm: ...`` and ``[lfw][2000]Accuracy-Flip: ...``."""
+    return [f"[{name}][{step}]XNorm: {result.xnorm:f}",
+            f"[{name}][{step}]Accuracy-Flip: {result.acc:1.5f}+-{result.std:1.5f}"]
+
+
+def format_row(model, name, result):
+    """One row of the standalone command: model, target, XNorm, Accuracy-Flip, VAL @ FAR."""
+    return (f"[{name}]{model}\tXNorm: {result.xnorm:f}\tAccuracy-Flip: {result.acc:1.5f}+-{result.std:1.5f}"
+            f"\tVAL@FAR={VAL_FAR:g}: {result.val:1.5f}+-{result.val_std:1.5f} (FAR {result.far:1.5f})")

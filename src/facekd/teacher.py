@@ -1,0 +1,208 @@
+"""Load a checkpoint, cut it at ``fc1_output`` and embed images in batches.
+
+One implementation for every consumer: the trainer's verification callback, the
+data-preparation scripts (teacher embeddings for soft labels) and the evaluation
+commands. The graph is bound once for a fixed batch; the batch is split across the
+given contexts; a last partial batch is padded and the padding dropped.
+"""
+import glob
+import os
+
+import numpy as np
+
+from .errors import FaceKDError
+
+EMBEDDING_OUTPUT = "fc1_output"
+
+
+def parse_model_arg(text, flag="--model"):
+    """``"prefix,epoch"`` -> ``(prefix, epoch)``."""
+    models = parse_model_list(text, flag)
+    if len(models) != 1:
+        raise FaceKDError(f"{flag} {text!r}: expected one epoch as 'prefix,epoch', got {len(models)}")
+    return models[0]
+
+
+def parse_model_list(text, flag="--model"):
+    """``"prefix,1|2|3"`` -> ``[(prefix, 1), (prefix, 2), (prefix, 3)]`` (insightface habit)."""
+    prefix, sep, epochs = str(text).rpartition(",")
+    if not sep or not prefix:
+        raise FaceKDError(f"{flag} {text!r}: expected 'prefix,epoch' (e.g. ./models/y1-arcface-emore/model,1)")
+    out = []
+    for part in epochs.split("|"):
+        try:
+            epoch = int(part)
+        except ValueError:
+            raise FaceKDError(f"{flag} {text!r}: epoch {part!r} is not an integer "
+                              f"(expected 'prefix,epoch' or 'prefix,1|2|3')") from None
+        if epoch < 0:
+            raise FaceKDError(f"{flag} {text!r}: epoch must be >= 0, got {epoch}")
+        out.append((prefix, epoch))
+    return out
+
+
+def checkpoint_paths(prefix, epoch):
+    """(``<prefix>-symbol.json``, ``<prefix>-%04d.params``)."""
+    return f"{prefix}-symbol.json", "%s-%04d.params" % (prefix, epoch)
+
+
+def available_epochs(prefix):
+    """Epochs with a ``<prefix>-NNNN.params`` file, sorted."""
+    epochs = []
+    for path in glob.glob(glob.escape(prefix) + "-*.params"):
+        tail = path[len(prefix) + 1:-len(".params")]
+        if tail.isdigit():
+            epochs.append(int(tail))
+    return sorted(epochs)
+
+
+def load_checkpoint(prefix, epoch):
+    """``(symbol, arg_params, aux_params)`` of an MXNet checkpoint, with clear errors."""
+    import mxnet as mx
+
+    sym_path, params_path = checkpoint_paths(prefix, epoch)
+    if not os.path.isfile(sym_path):
+        raise FaceKDError(f"checkpoint symbol {sym_path} not found; check the model prefix "
+                          f"(expected <prefix>-symbol.json beside <prefix>-%04d.params)")
+    if not os.path.isfile(params_path):
+        have = available_epochs(prefix)
+        hint = f"available epochs: {', '.join(map(str, have))}" if have else "no params files with this prefix"
+        raise FaceKDError(f"checkpoint params {params_path} not found ({hint}); check the epoch")
+    try:
+        symbol = mx.sym.load(sym_path)
+    except mx.base.MXNetError as exc:
+        raise FaceKDError(f"{sym_path}: not a readable MXNet symbol file ({_first_line(exc)})") from None
+    try:
+        saved = mx.nd.load(params_path)
+    except mx.base.MXNetError as exc:
+        raise FaceKDError(f"{params_path}: not a readable MXNet params file ({_first_line(exc)})") from None
+    if not isinstance(saved, dict):
+        raise FaceKDError(f"{params_path}: expected a dict of 'arg:NAME'/'aux:NAME' arrays")
+    arg_params, aux_params = {}, {}
+    for key, value in saved.items():
+        kind, _, name = key.partition(":")
+        if kind == "arg":
+            arg_params[name] = value
+        elif kind == "aux":
+            aux_params[name] = value
+        else:
+            raise FaceKDError(f"{params_path}: key {key!r} is neither 'arg:NAME' nor 'aux:NAME'")
+    return symbol, arg_params, aux_params
+
+
+def cut_at_embedding(symbol, name="model"):
+    """The sub-graph ending at ``fc1_output``."""
+    internals = symbol.get_internals()
+    outputs = internals.list_outputs()
+    if EMBEDDING_OUTPUT not in outputs:
+        raise FaceKDError(f"{name} has no {EMBEDDING_OUTPUT} (the embedding must be a BatchNorm named "
+                          f"'fc1'); graph outputs: {', '.join(symbol.list_outputs())}")
+    return internals[EMBEDDING_OUTPUT]
+
+
+def _first_line(exc):
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class Embedder:
+    """A model cut at ``fc1_output``, bound once for ``batch_size`` over ``contexts``."""
+
+    def __init__(self, symbol, arg_params, aux_params, contexts, batch_size, image_size=(112, 112),
+                 name="model"):
+        import mxnet as mx
+
+        if not isinstance(contexts, (list, tuple)):
+            contexts = [contexts]
+        contexts = list(contexts)
+        if not contexts:
+            raise FaceKDError(f"{name}: no device contexts given")
+        batch_size = int(batch_size)
+        if batch_size < len(contexts):
+            raise FaceKDError(f"--batch-size {batch_size} is smaller than the {len(contexts)} device "
+                              f"contexts; use at least one image per context")
+        self.name = name
+        self.contexts = contexts
+        self.batch_size = batch_size
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.symbol = cut_at_embedding(symbol, name)
+        self.data_shape = (batch_size, 3) + self.image_size
+        try:
+            arg_shapes, out_shapes, aux_shapes = self.symbol.infer_shape(data=self.data_shape)
+        except mx.base.MXNetError as exc:
+            raise FaceKDError(f"{name}: the graph does not accept input {self.data_shape} "
+                              f"({_first_line(exc)}); check the image size") from None
+        if arg_shapes is None:
+            raise FaceKDError(f"{name}: cannot infer the shapes of the graph for input {self.data_shape}")
+        if len(out_shapes[0]) != 2:
+            raise FaceKDError(f"{name}: {EMBEDDING_OUTPUT} has shape {out_shapes[0]}, expected (batch, d)")
+        self.emb_size = int(out_shapes[0][1])
+        self._arg_shapes = {n: tuple(s) for n, s in zip(self.symbol.list_arguments(), arg_shapes)
+                            if n != "data"}
+        self._aux_shapes = {n: tuple(s) for n, s in zip(self.symbol.list_auxiliary_states(), aux_shapes)}
+        self._module = mx.mod.Module(self.symbol, data_names=["data"], label_names=None, context=contexts)
+        self._module.bind(data_shapes=[("data", self.data_shape)], for_training=False)
+        self._buffer = np.zeros(self.data_shape, dtype=np.float32)
+        self.set_params(arg_params, aux_params)
+
+    @classmethod
+    def from_checkpoint(cls, prefix, epoch, contexts, batch_size, image_size=(112, 112)):
+        """Load ``prefix,epoch`` and bind it."""
+        symbol, arg_params, aux_params = load_checkpoint(prefix, epoch)
+        return cls(symbol, arg_params, aux_params, contexts, batch_size, image_size,
+                   name=checkpoint_paths(prefix, epoch)[0])
+
+    def set_params(self, arg_params, aux_params):
+        """Copy the weights the cut graph needs (extra entries such as ``fc7_weight`` are ignored)."""
+        import mxnet as mx
+
+        args = self._checked(arg_params or {}, self._arg_shapes, "parameter")
+        auxs = self._checked(aux_params or {}, self._aux_shapes, "auxiliary state")
+        self._module.set_params({k: v if isinstance(v, mx.nd.NDArray) else mx.nd.array(v)
+                                 for k, v in args.items()},
+                                {k: v if isinstance(v, mx.nd.NDArray) else mx.nd.array(v)
+                                 for k, v in auxs.items()},
+                                allow_missing=False, force_init=True, allow_extra=False)
+
+    def _checked(self, params, shapes, what):
+        missing = [n for n in shapes if n not in params]
+        if missing:
+            raise FaceKDError(f"{self.name}: {what} {', '.join(missing[:5])} missing from the weights "
+                              f"({len(missing)} missing); the checkpoint does not match the graph")
+        for n, shape in shapes.items():
+            got = tuple(params[n].shape)
+            if got != shape:
+                raise FaceKDError(f"{self.name}: {what} {n} has shape {got}, the graph expects {shape}")
+        return {n: params[n] for n in shapes}
+
+    def embed(self, images):
+        """Raw ``fc1`` output (N, d) float32 of uint8 RGB (N, H, W, 3) or float (N, 3, H, W) images."""
+        import mxnet as mx
+
+        images = self._check_images(images)
+        n = images.shape[0]
+        out = np.empty((n, self.emb_size), dtype=np.float32)
+        nhwc = images.dtype == np.uint8
+        bs = self.batch_size
+        for start in range(0, n, bs):
+            stop = min(start + bs, n)
+            count = stop - start
+            chunk = images[start:stop]
+            self._buffer[:count] = chunk.transpose(0, 3, 1, 2) if nhwc else chunk
+            if count < bs:
+                self._buffer[count:] = 0.0
+            self._module.forward(mx.io.DataBatch(data=[mx.nd.array(self._buffer)]), is_train=False)
+            out[start:stop] = self._module.get_outputs()[0].asnumpy()[:count]
+        return out
+
+    def _check_images(self, images):
+        images = np.asarray(images)
+        h, w = self.image_size
+        if images.ndim == 4 and images.dtype == np.uint8 and images.shape[1:] == (h, w, 3):
+            return images
+        if images.ndim == 4 and images.dtype != np.uint8 and images.shape[1:] == (3, h, w):
+            if not np.issubdtype(images.dtype, np.floating):
+                raise FaceKDError(f"{self.name}: images of dtype {images.dtype}; pass uint8 NHWC or float NCHW")
+            return images
+        raise FaceKDError(f"{self.name}: images of shape {images.shape} and dtype {images.dtype}; expected "
+                          f"uint8 RGB (N, {h}, {w}, 3) or float (N, 3, {h}, {w}) (resize to {h}x{w} first)")

@@ -1,0 +1,97 @@
+"""Command line of recognition/train.py: insightface's flags, defaults from the config tables."""
+import argparse
+
+from .. import config as tables
+
+# Flags the project adds; each maps onto the config key of the same meaning.
+_OVERRIDES = {
+    # flag dest      : (config key, type, help)
+    "emb_size": ("emb_size", int, "embedding size of the network"),
+    "loss_s": ("loss_s", float, "scale s of the margin logits"),
+    "loss_m1": ("loss_m1", float, "multiplicative angular margin m1"),
+    "loss_m2": ("loss_m2", float, "additive angular margin m2 (arcface)"),
+    "loss_m3": ("loss_m3", float, "additive cosine margin m3 (cosface)"),
+    "alpha": ("alpha", float, "distillation weight alpha (angular_distillation, margin_base_with_T)"),
+    "Mmin": ("Mmin", float, "smallest margin (triplet and margin distillation)"),
+    "Mmax": ("Mmax", float, "largest margin (triplet and margin distillation)"),
+    "kd_lambda": ("kd_lambda", float, "template_kd weight lambda"),
+    "images_per_identity": ("images_per_identity", int, "triplet bags: images taken per identity"),
+    "triplet_bag_size": ("triplet_bag_size", int, "triplet bags: images per bag"),
+    "triplet_alpha": ("triplet_alpha", float, "triplet selection margin alpha"),
+    "data_color": ("data_color", float, "colour jitter strength (0 = off)"),
+    "images_filter": ("data_images_filter", int, "drop identities with fewer images"),
+}
+
+
+def _pre_parse(argv):
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--network", default=tables.default.network)
+    pre.add_argument("--dataset", default=tables.default.dataset)
+    pre.add_argument("--loss", default=tables.default.loss)
+    pre.add_argument("--data-dir", default=None)
+    known, _ = pre.parse_known_args(argv)
+    return known
+
+
+def build_parser(cfg):
+    d = cfg.defaults
+    p = argparse.ArgumentParser(
+        prog="train.py", description="Train face recognition networks, with margin losses or distillation.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # insightface's flags
+    p.add_argument("--dataset", default=d.dataset, help="dataset config table (emore, emore_soft, synthetic, ...)")
+    p.add_argument("--network", default=d.network, help="network config table (y1, y2, r100, pocketnets128, ...)")
+    p.add_argument("--loss", default=d.loss, help="loss config table (arcface, margin_distillation, ...)")
+    p.add_argument("--models-root", default=d.models_root, help="root folder of the checkpoints")
+    p.add_argument("--pretrained", default=d.pretrained, help="checkpoint prefix to start from")
+    p.add_argument("--pretrained-epoch", type=int, default=d.pretrained_epoch, help="epoch of --pretrained")
+    p.add_argument("--ckpt", type=int, default=d.ckpt,
+                   help="0 never save; 1 save when highest; 2 always; 3 save when highest as epoch 1")
+    p.add_argument("--verbose", type=int, default=d.verbose, help="verify and maybe save every this many steps")
+    p.add_argument("--lr", type=float, default=d.lr, help="start learning rate")
+    p.add_argument("--lr-steps", default=d.lr_steps, help="steps at which the lr is multiplied by 0.1")
+    p.add_argument("--wd", type=float, default=d.wd, help="weight decay")
+    p.add_argument("--mom", type=float, default=d.mom, help="momentum")
+    p.add_argument("--frequent", type=int, default=d.frequent, help="speed log every this many batches")
+    p.add_argument("--per-batch-size", type=int, default=d.per_batch_size, help="batch size per device")
+    p.add_argument("--kvstore", default=d.kvstore, help="kvstore: device, local, dist_sync, dist_device_sync")
+    p.add_argument("--T", type=float, default=cfg.get("T", d.T), help="distillation temperature")
+    # project additions
+    p.add_argument("--data-dir", default=None, help="dataset folder (default: the table's dataset_path)")
+    p.add_argument("--teacher", default=cfg.get("teacher", ""),
+                   help="teacher checkpoint 'prefix,epoch' (for its fc7_weight class centres)")
+    p.add_argument("--teacher-schedule", default=cfg.get("teacher_schedule", ""),
+                   help="template_kd multi-step KD: 'prefix,e1|e2|...', epoch k embeds with the k-th teacher")
+    p.add_argument("--max-steps", type=int, default=cfg.max_steps, help="stop after this many steps (0 = no limit)")
+    p.add_argument("--end-epoch", type=int, default=d.end_epoch, help="stop after this many epochs")
+    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    p.add_argument("--cpu-contexts", type=int, default=1, help="CPU contexts when no GPU is visible")
+    p.add_argument("--seed", type=int, default=None, help="random seed (data order, initialisation)")
+    p.add_argument("--no-mirror", action="store_true", help="disable random horizontal mirroring")
+    p.add_argument("--cutoff", action="store_true", help="random square cutoff augmentation")
+    p.add_argument("--decode-threads", type=int, default=2, help="image decoding threads")
+    p.add_argument("--verification-batch-size", type=int, default=0,
+                   help="batch size of verification (default: per-batch-size)")
+    for dest, (key, typ, text) in _OVERRIDES.items():
+        p.add_argument("--" + dest.replace("_", "-"), dest=dest, type=typ, default=None,
+                       help=f"{text} (default: config table, {cfg.get(key)})")
+    return p
+
+
+def parse_args(argv=None):
+    """(args, cfg): the parsed flags and the merged config they override."""
+    known = _pre_parse(argv)
+    cfg = tables.generate_config(known.network, known.dataset, known.loss,
+                                 dataset_path=known.data_dir)
+    args = build_parser(cfg).parse_args(argv)
+    for dest, (key, _, _) in _OVERRIDES.items():
+        value = getattr(args, dest)
+        if value is not None:
+            cfg[key] = value
+    cfg.data_rand_mirror = cfg.data_rand_mirror and not args.no_mirror
+    cfg.data_cutoff = cfg.data_cutoff or args.cutoff
+    for key in ("lr", "wd", "mom", "per_batch_size", "frequent", "verbose", "ckpt", "kvstore", "T",
+                "models_root", "max_steps", "teacher", "teacher_schedule", "end_epoch"):
+        cfg[key] = getattr(args, key)
+    cfg.lr_steps = args.lr_steps
+    return args, cfg

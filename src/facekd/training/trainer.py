@@ -1,0 +1,223 @@
+"""The training run: data, symbol, parameters, Module over N contexts, the step loop."""
+import logging
+import os
+import time
+
+import mxnet as mx
+import numpy as np
+
+from .. import losses, symbols
+from ..data import labels
+from ..data.recordio import RecordDataset
+from ..errors import FaceKDError
+from ..evaluation import verification
+from ..symbols import flops
+from ..teacher import Embedder, load_checkpoint
+from .callbacks import CheckpointPolicy, LrBatchEpochLog, VerifyAndSave
+from .checkpoint import latest_epoch, load_teacher_centres, read_meta
+from .contexts import get_contexts
+from .schedule import StepScheduler, parse_lr_steps
+
+
+def open_dataset(cfg):
+    """The training set of ``cfg.dataset_path``, checked against the loss's label kind."""
+    folder = cfg.dataset_path
+    if not os.path.isdir(folder):
+        raise FaceKDError(f"dataset folder {folder} does not exist; give --data-dir "
+                          "(make one with data_prepare/make_synthetic.py)")
+    dataset = RecordDataset(folder)
+    spec = losses.get_loss(cfg.loss)
+    soft = dataset.layout.kind == labels.SOFT
+    if spec.label == "soft" and not soft:
+        raise FaceKDError(f"--loss {cfg.loss} needs soft labels (teacher embedding + class id) but "
+                          f"{dataset.rec_path} has class labels; build a soft dataset with "
+                          "data_prepare/save_embeddings.py --model TEACHER --data-dir IN --out OUT")
+    if spec.label == "hard" and soft:
+        raise FaceKDError(f"--loss {cfg.loss} takes class labels but {dataset.rec_path} has soft labels "
+                          f"(width {dataset.layout.width}); use a distillation loss or the hard-label dataset")
+    cfg.teacher_dim = dataset.layout.teacher_dim
+    if spec.needs_teacher_dim and cfg.teacher_dim != cfg.emb_size:
+        raise FaceKDError(f"--loss {cfg.loss} compares student and teacher embeddings: the soft labels of "
+                          f"{dataset.rec_path} carry {cfg.teacher_dim}-d teacher vectors but --emb-size is "
+                          f"{cfg.emb_size}; set --emb-size {cfg.teacher_dim}")
+    if cfg.num_classes != dataset.num_classes:
+        cfg.num_classes = dataset.num_classes
+    return dataset
+
+
+def build_symbols(cfg):
+    """(training symbol, deployable embedding symbol)."""
+    embedding = symbols.get_symbol(cfg)
+    label = mx.sym.Variable("softmax_label")
+    return losses.build_head(embedding, label, cfg), embedding
+
+
+def log_network_size(embedding):
+    params = flops.count_params(embedding)
+    ops = flops.count_flops(embedding)
+    logging.info("Network params: %.3fM", params / 1e6)
+    logging.info("Network FLOPs: %s", flops.format_flops(ops))
+    return params, ops
+
+
+def initial_params(cfg, args, spec):
+    """(arg_params, aux_params, fixed names, begin step, highest) from --pretrained/--resume/teacher."""
+    arg_params, aux_params, begin_step, fixed = {}, {}, 0, []
+    prefix = run_prefix(cfg)
+    if args.resume:
+        epoch = latest_epoch(prefix)
+        if epoch is None:
+            raise FaceKDError(f"--resume: no checkpoint {prefix}-NNNN.params to resume from")
+        _, arg_params, aux_params = load_checkpoint(prefix, epoch)
+        begin_step = int(read_meta(prefix, epoch).get("step", 0))
+        logging.info("resuming from %s-%04d at step %d", prefix, epoch, begin_step)
+    elif args.pretrained:
+        _, arg_params, aux_params = load_checkpoint(args.pretrained, args.pretrained_epoch)
+        logging.info("loaded pretrained %s-%04d", args.pretrained, args.pretrained_epoch)
+    if spec.teacher_centres:
+        centres = load_teacher_centres(cfg.teacher, cfg.num_classes, cfg.emb_size)
+        arg_params = dict(arg_params)
+        arg_params[spec.teacher_centres] = mx.nd.array(centres)
+        fixed.append(spec.teacher_centres)
+        logging.info("teacher centres %s from %s, frozen", spec.teacher_centres, cfg.teacher)
+    return arg_params, aux_params, fixed, begin_step
+
+
+def run_prefix(cfg):
+    return os.path.join(cfg.models_root, f"{cfg.network}-{cfg.loss}-{cfg.dataset}", "model")
+
+
+class Trainer:
+    """One training run, set up from the merged config and the parsed flags."""
+
+    def __init__(self, cfg, args):
+        self.cfg, self.args = cfg, args
+        self.spec = losses.get_loss(cfg.loss)
+        self.lr_steps = parse_lr_steps(cfg.lr_steps)
+        if cfg.per_batch_size < 1:
+            raise FaceKDError(f"--per-batch-size must be positive, got {cfg.per_batch_size}")
+        if cfg.verbose < 1:
+            raise FaceKDError(f"--verbose must be positive, got {cfg.verbose}")
+        if args.seed is not None:
+            mx.random.seed(args.seed)
+            np.random.seed(args.seed)
+        self.contexts = get_contexts(args.cpu_contexts)
+        self.dataset = open_dataset(cfg)
+        self.kv = mx.kvstore.create(cfg.kvstore)
+        self.symbol, self.embedding = build_symbols(cfg)
+        self.arg_params, self.aux_params, self.fixed, self.begin_step = initial_params(cfg, args, self.spec)
+        self.batch_size = cfg.per_batch_size * len(self.contexts)
+        self.train_iter = self._make_iterator()
+        self.prefix = run_prefix(cfg)
+
+    # ------------------------------------------------------------------ set-up
+    def _make_iterator(self):
+        from ..data import iterators, triplet
+
+        cfg = self.cfg
+        common = dict(part_index=self.kv.rank, num_parts=self.kv.num_workers, seed=self.args.seed)
+        if self.spec.iterator == "triplet":
+            self._mining_embedder = None
+            return triplet.TripletIter(
+                self.dataset, per_device_batch=cfg.per_batch_size, num_devices=len(self.contexts),
+                images_per_identity=cfg.images_per_identity, bag_size=cfg.triplet_bag_size,
+                alpha=cfg.triplet_alpha, embed_fn=self._embed_for_mining, rand_mirror=cfg.data_rand_mirror,
+                **common)
+        return iterators.FaceImageIter(
+            self.dataset, batch_size=self.batch_size, data_shape=(3,) + tuple(cfg.image_shape[:2]),
+            shuffle=True, rand_mirror=cfg.data_rand_mirror, color_jitter=cfg.data_color,
+            cutoff=cfg.data_cutoff, images_filter=cfg.data_images_filter,
+            decode_threads=self.args.decode_threads, **common)
+
+    def _embed_for_mining(self, images):
+        """The current student's embeddings of a triplet bag (inference, bound once)."""
+        if self._mining_embedder is None:
+            self._mining_embedder = Embedder(self.embedding, self.arg_params, self.aux_params,
+                                             self.contexts, self.batch_size,
+                                             image_size=tuple(self.cfg.image_shape[:2]))
+        if getattr(self, "module", None) is not None and self.module.params_initialized:
+            self._mining_embedder.set_params(*self.module.get_params())
+        return self._mining_embedder.embed(images)
+
+    def _make_module(self):
+        cfg = self.cfg
+        module = mx.mod.Module(self.symbol, context=self.contexts, data_names=["data"],
+                               label_names=["softmax_label"], fixed_param_names=self.fixed)
+        module.bind(data_shapes=self.train_iter.provide_data, label_shapes=self.train_iter.provide_label,
+                    for_training=True)
+        module.init_params(initializer=symbols.network_initializer(cfg), arg_params=self.arg_params,
+                           aux_params=self.aux_params, allow_missing=True, allow_extra=True)
+        workers = self.kv.num_workers if "dist" in self.kv.type and "sync" in self.kv.type else 1
+        scheduler = StepScheduler(cfg.lr, self.lr_steps)
+        scheduler(self.begin_step + 1)  # position the schedule when resuming
+        module.init_optimizer(kvstore=self.kv, optimizer="sgd", optimizer_params=dict(
+            learning_rate=scheduler.lr_at(self.begin_step + 1), momentum=cfg.mom, wd=cfg.wd,
+            rescale_grad=1.0 / (len(self.contexts) * workers), lr_scheduler=scheduler,
+            begin_num_update=self.begin_step))
+        return module
+
+    def _make_verifier(self):
+        cfg = self.cfg
+        paths = verification.find_targets(cfg.dataset_path, cfg.val_targets)
+        image_size = tuple(cfg.image_shape[:2])
+        targets = [verification.load_target(p, image_size) for p in paths]
+        vbatch = self.args.verification_batch_size or cfg.per_batch_size
+        embedder = Embedder(self.embedding, self.arg_params, self.aux_params, self.contexts,
+                            vbatch * len(self.contexts), image_size=image_size) if targets else None
+        exclude = [self.spec.teacher_centres] if self.spec.teacher_centres == "teacher_fc7_weight" else []
+        return VerifyAndSave(self.prefix, CheckpointPolicy(cfg.ckpt), targets, embedder, self.embedding,
+                             vbatch * len(self.contexts), exclude_params=exclude,
+                             meta=dict(network=cfg.network, loss=cfg.loss, dataset=cfg.dataset))
+
+    # ------------------------------------------------------------------ run
+    def run(self):
+        cfg = self.cfg
+        log_network_size(self.embedding)
+        logging.info("contexts %s, batch %d (%d per device), %d images, %d classes, loss %s",
+                     self.contexts, self.batch_size, cfg.per_batch_size, self.dataset.num_images,
+                     cfg.num_classes, cfg.loss)
+        self.module = self._make_module()
+        verifier = self._make_verifier()
+        metric = mx.metric.CompositeEvalMetric(self.spec.metrics(cfg))
+        speedometer = mx.callback.Speedometer(self.batch_size, cfg.frequent, auto_reset=True)
+        lr_log = LrBatchEpochLog(self.module._optimizer)
+        step = self.begin_step
+        last_verified = None
+        start = time.time()
+        for epoch in range(cfg.end_epoch):
+            self.train_iter.reset()
+            metric.reset()
+            for nbatch, batch in enumerate(self.train_iter):
+                step += 1
+                self.module.forward_backward(batch)
+                self.module.update()
+                self.module.update_metric(metric, batch.label)
+                speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch, eval_metric=metric,
+                                                   locals=None))
+                lr_log(nbatch, epoch)
+                if step % cfg.verbose == 0:
+                    verifier(step, self.module)
+                    last_verified = step
+                if cfg.max_steps and step >= cfg.max_steps:
+                    break
+            if cfg.max_steps and step >= cfg.max_steps:
+                break
+        if last_verified != step and cfg.ckpt:
+            verifier(step, self.module)
+        logging.info("finished %d steps in %.1fs", step - self.begin_step, time.time() - start)
+        self.final_step = step
+        return verifier
+
+
+def setup_logging():
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+
+
+def main(argv=None):
+    from .args import parse_args
+
+    setup_logging()
+    args, cfg = parse_args(argv)
+    logging.info("called with %s", vars(args))
+    Trainer(cfg, args).run()
+    return 0

@@ -1,0 +1,50 @@
+"""Small builders shared by the data-layer tests (images, raw MXNet-written datasets)."""
+import os
+
+import cv2
+import mxnet as mx
+import numpy as np
+
+
+def face_like(seed, size=112):
+    """A deterministic RGB uint8 test image with some structure (gradients + a disc)."""
+    rng = np.random.RandomState(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    img = np.stack([(xx * 2 + seed * 7) % 256, (yy * 2 + seed * 13) % 256,
+                    np.full_like(xx, rng.randint(0, 256))], axis=-1).astype(np.uint8)
+    cv2.circle(img, (size // 2, size // 2), size // 4, tuple(int(v) for v in rng.randint(0, 256, 3)), -1)
+    return img
+
+
+def png_bytes(rgb):
+    """Lossless PNG bytes of an RGB image, encoded by OpenCV directly (independent of facekd)."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    assert ok
+    return buf.tobytes()
+
+
+def write_raw_dataset(folder, labels, payloads, identities, header=None, order=None,
+                      prop="10,112,112"):
+    """Write a dataset with MXNet's API only: header, images, identity records, property.
+
+    ``identities`` are [first, last+1] pairs; ``header`` overrides the [N+1, N+1+K]
+    header label (None for the correct one, False to omit record 0); ``order``
+    permutes the order records are written in (keys stay the same).
+    """
+    os.makedirs(folder, exist_ok=True)
+    n, k = len(labels), len(identities)
+    records = {}
+    if header is not False:
+        head = [n + 1, n + 1 + k] if header is None else header
+        records[0] = mx.recordio.pack(mx.recordio.IRHeader(0, np.array(head, np.float32), 0, 0), b"")
+    for i, (label, payload) in enumerate(zip(labels, payloads)):
+        records[i + 1] = mx.recordio.pack(mx.recordio.IRHeader(0, label, i + 1, 0), payload)
+    for j, rng in enumerate(identities):
+        records[n + 1 + j] = mx.recordio.pack(mx.recordio.IRHeader(0, np.array(rng, np.float32), n + 1 + j, 0), b"")
+    rec = mx.recordio.MXIndexedRecordIO(os.path.join(folder, "train.idx"), os.path.join(folder, "train.rec"), "w")
+    for key in (sorted(records) if order is None else order):
+        rec.write_idx(key, records[key])
+    rec.close()
+    if prop is not None:
+        with open(os.path.join(folder, "property"), "w") as f:
+            f.write(prop)

@@ -1,0 +1,48 @@
+"""Config tables: merge order, defaults, property overriding the class count."""
+import logging
+
+import pytest
+
+from facekd.config import generate_config, default, read_property
+from facekd.errors import FaceKDError
+
+
+def test_merge_order_and_defaults():
+    cfg = generate_config("y1", "emore_soft", "triplet_distillation_L2")
+    assert cfg.emb_size == 512 and cfg.net_act == "relu" and cfg.net_output == "GDC"
+    assert cfg.num_classes == 85742
+    assert cfg.Mmin == 0.2 and cfg.Mmax == 0.5
+    # a loss key that is also a flag default updates the default of that flag
+    assert cfg.defaults.per_batch_size == 180 and cfg.defaults.lr == 0.001
+    assert default.per_batch_size == 256  # the table itself is untouched
+    assert cfg.loss == "triplet_distillation_L2" and cfg.network == "y1" and cfg.dataset == "emore_soft"
+
+
+def test_arcface_constants():
+    cfg = generate_config("r100", "emore", "arcface")
+    assert (cfg.loss_s, cfg.loss_m1, cfg.loss_m2, cfg.loss_m3) == (64.0, 1.0, 0.5, 0.0)
+    assert cfg.net_name == "fresnet" and cfg.num_layers == 100
+
+
+@pytest.mark.parametrize("kind,args", [("network", ("zz", "emore", "arcface")),
+                                       ("dataset", ("y1", "zz", "arcface")),
+                                       ("loss", ("y1", "emore", "zz"))])
+def test_unknown_names_list_valid_ones(kind, args):
+    with pytest.raises(FaceKDError, match=f"unknown {kind} 'zz' for --{kind}; valid: .*"):
+        generate_config(*args)
+
+
+def test_property_overrides_class_count(tmp_path, caplog):
+    (tmp_path / "property").write_text("123,112,112\n")
+    with caplog.at_level(logging.WARNING):
+        cfg = generate_config("y1", "emore", "arcface", dataset_path=str(tmp_path))
+    assert cfg.num_classes == 123
+    assert "property says 123 classes" in caplog.text
+    cfg = generate_config("y1", "synthetic", "arcface", dataset_path=str(tmp_path))
+    assert cfg.num_classes == 123
+
+
+def test_bad_property(tmp_path):
+    (tmp_path / "property").write_text("abc\n")
+    with pytest.raises(FaceKDError, match="property"):
+        read_property(str(tmp_path))
