@@ -8,7 +8,10 @@ UNITS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30,
 
 
 def ir_unit(x, num_filter, stride, dim_match, name, cfg):
-    """BN -> Conv3x3 -> BN -> act -> Conv3x3 (stride) -> BN, plus the shortcut (Conv1x1 + BN if not ``dim_match``)."""
+    """BN -> Conv3x3 -> BN -> act -> Conv3x3 (stride) -> BN, plus the shortcut.
+
+    The shortcut is the input when ``dim_match``, else Conv 1x1 (stride) + BN.
+    """
     mom, ws = bn_momentum(cfg), cfg.get("workspace", 256)
     body = batchnorm(x, f"{name}_bn1", mom)
     body = conv(body, num_filter, (3, 3), (1, 1), (1, 1), name=f"{name}_conv1", workspace=ws)

@@ -52,9 +52,10 @@ def build_symbols(cfg):
     return losses.build_head(embedding, label, cfg), embedding
 
 
-def log_network_size(embedding):
+def log_network_size(embedding, cfg):
     params = flops.count_params(embedding)
-    ops = flops.count_flops(embedding)
+    # PocketNet's published figures also count BatchNorm, PReLU and pooling.
+    ops = flops.count_flops(embedding, mode="pocketnet" if cfg.net_name == "pocketnet" else "conv_fc")
     logging.info("Network params: %.3fM", params / 1e6)
     logging.info("Network FLOPs: %s", flops.format_flops(ops))
     return params, ops
@@ -172,7 +173,7 @@ class Trainer:
     # ------------------------------------------------------------------ run
     def run(self):
         cfg = self.cfg
-        log_network_size(self.embedding)
+        log_network_size(self.embedding, cfg)
         logging.info("contexts %s, batch %d (%d per device), %d images, %d classes, loss %s",
                      self.contexts, self.batch_size, cfg.per_batch_size, self.dataset.num_images,
                      cfg.num_classes, cfg.loss)
