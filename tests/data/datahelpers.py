@@ -48,3 +48,31 @@ def write_raw_dataset(folder, labels, payloads, identities, header=None, order=N
     if prop is not None:
         with open(os.path.join(folder, "property"), "w") as f:
             f.write(prop)
+
+
+def dots_image(points, size, radius=3):
+    """Black RGB image of (height, width) ``size`` with white discs at the given (x, y) points."""
+    img = np.zeros((size[0], size[1], 3), np.uint8)
+    for x, y in points:
+        cv2.circle(img, (int(round(x * 16)), int(round(y * 16))), radius * 16, (255, 255, 255), -1,
+                   lineType=cv2.LINE_AA, shift=4)
+    return img
+
+
+def dot_centres(img, points, window=7):
+    """Intensity-weighted centre of the bright pixels within ``window`` px of each expected (x, y)."""
+    gray = img.astype(np.float64).mean(axis=2)
+    centres = []
+    for x, y in points:
+        x0, y0 = int(round(x)) - window, int(round(y)) - window
+        patch = gray[y0:y0 + 2 * window + 1, x0:x0 + 2 * window + 1]
+        yy, xx = np.mgrid[0:patch.shape[0], 0:patch.shape[1]]
+        centres.append([x0 + (xx * patch).sum() / patch.sum(), y0 + (yy * patch).sum() / patch.sum()])
+    return np.array(centres)
+
+
+def rotate_scale(points, scale, degrees, shift):
+    """scale * R(degrees) @ p + shift for each (x, y) row, in float64."""
+    t = np.deg2rad(degrees)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    return scale * np.asarray(points, np.float64) @ rot.T + np.asarray(shift, np.float64)

@@ -11,6 +11,7 @@ plus ``property`` = ``num_classes,height,width``. :class:`RecordDataset` reads a
 validates such a folder; :class:`RecordDatasetWriter` writes one atomically.
 """
 import os
+import struct
 import warnings
 
 import mxnet as mx
@@ -101,9 +102,18 @@ def _unpack_label(header):
     return np.array([header.label], dtype=np.float32)
 
 
+def _unpack(record, path, key):
+    """mx.recordio.unpack with a clear error for a corrupt record."""
+    try:
+        return mx.recordio.unpack(record)
+    except (ValueError, struct.error):
+        raise FaceKDError(f"{path}: record {key} is corrupt ({len(record)} bytes do not hold its "
+                          "header and label); rebuild the dataset") from None
+
+
 def _range_label(record, path, key, what):
     """[a, b) integer pair stored in a header/identity record."""
-    header, payload = mx.recordio.unpack(record)
+    header, payload = _unpack(record, path, key)
     label = _unpack_label(header)
     if header.flag != 2 or label.size != 2 or np.any(label != np.round(label)):
         raise FaceKDError(f"{path}: record {key} should be the {what} (a label of 2 integers, flag 2), "
@@ -219,7 +229,7 @@ class RecordDataset:
         """(label float32 1-D, payload bytes) of record ``key`` (1..N for images)."""
         if not 0 <= key < self._offsets.size:
             raise FaceKDError(f"{self.rec_path}: key {key} is outside 0..{self._offsets.size - 1}")
-        header, payload = mx.recordio.unpack(self._raw(key))
+        header, payload = _unpack(self._raw(key), self.rec_path, key)
         return _unpack_label(header), payload
 
     def iter_records(self, start=1, stop=None):
@@ -236,7 +246,7 @@ class RecordDataset:
             record = self._reader.read()
             if record is None:
                 raise FaceKDError(f"{self.rec_path}: record {key} is missing (file truncated?)")
-            header, payload = mx.recordio.unpack(record)
+            header, payload = _unpack(record, self.rec_path, key)
             yield key, _unpack_label(header), payload
 
     def reopen(self):
