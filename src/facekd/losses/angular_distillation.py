@@ -1,0 +1,26 @@
+"""Angular distillation (Duong et al., ShrinkTeaNet, arXiv 1905.10620).
+
+L = CE(arcface logits, y) + α · mean_i (1 − ê_i·t̂_i); t from the soft labels.
+"""
+from . import common, register_loss
+from .margin import classification, student_margin_logits
+from .metrics import monitor_metrics
+
+MONITORS = ("acc", "lossvalue", "cos")
+
+
+def metrics(cfg):
+    return monitor_metrics(2, MONITORS)
+
+
+@register_loss("angular_distillation", metrics, label="soft", needs_teacher_dim=True)
+def angular_distillation(embedding, label, cfg):
+    alpha = float(common.require(cfg, "alpha", positive=False))
+    teacher, cls = common.soft_label(label, cfg)
+    unit, logits = student_margin_logits(embedding, cls, cfg)
+    prob, monitors = classification(logits, cls)
+    angle_term = common.mean_one_minus_cos(unit, common.l2_normalize(teacher))
+    distill = common.mean_loss(angle_term, alpha, name="angular_loss")
+    monitors["lossvalue"] = monitors["lossvalue"] + alpha * angle_term
+    monitors["cos"] = angle_term
+    return common.head_outputs([prob, distill], monitors)

@@ -1,0 +1,31 @@
+"""Template knowledge distillation (PocketNet, Boutros et al. 2022).
+
+L = CE(arcface logits, y) + λ · mean over batch and dimensions of (ê − t̂)², λ = kd_lambda.
+The teacher embeddings come from the soft labels; the multi-step schedule (a
+different teacher per epoch) is a matter of which soft-labelled data is read.
+"""
+from . import common, register_loss
+from .margin import classification, student_margin_logits
+from .metrics import monitor_metrics
+
+MONITORS = ("acc", "lossvalue", "cos")
+
+
+def metrics(cfg):
+    return monitor_metrics(2, MONITORS)
+
+
+@register_loss("template_kd", metrics, label="soft", needs_teacher_dim=True)
+def template_kd(embedding, label, cfg):
+    import mxnet as mx
+
+    weight = float(common.require(cfg, "kd_lambda", positive=False))
+    teacher, cls = common.soft_label(label, cfg)
+    unit, logits = student_margin_logits(embedding, cls, cfg)
+    unit_teacher = common.l2_normalize(teacher)
+    prob, monitors = classification(logits, cls)
+    mse = common.batch_mean(mx.sym.square(unit - unit_teacher))
+    distill = common.mean_loss(mse, weight, name="template_loss")
+    monitors["lossvalue"] = monitors["lossvalue"] + weight * mse
+    monitors["cos"] = common.mean_one_minus_cos(unit, unit_teacher)
+    return common.head_outputs([prob, distill], monitors)
