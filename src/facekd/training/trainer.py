@@ -211,7 +211,13 @@ class Trainer:
 
 
 def setup_logging():
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    """INFO lines as bare messages (the format users grep), unless logging is already set up."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
 
 
 def main(argv=None):
