@@ -1,0 +1,144 @@
+"""Generate a synthetic dataset folder: train.rec/.idx/property and the three verification targets.
+
+Workers render and encode images; the main process writes them in plan order,
+so the files are byte-identical for a seed whatever the number of workers.
+Everything is written into a staging folder beside the output and moved into
+place at the end: a failure leaves nothing half-written.
+"""
+import itertools
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections import namedtuple
+from contextlib import contextmanager
+
+import cv2
+from tqdm import tqdm
+
+from ...errors import FaceKDError
+from ..binfile import save_bin
+from ..images import decode
+from ..recordio import RecordDatasetWriter
+from .image import IMAGE_SIZE, render_encoded
+from .montage import DIFFERENT, SAME, MontageRow, check_png_path, montage, save_png
+from .plan import (STREAM_PAIR_IMAGE, STREAM_TRAIN_IMAGE, TARGETS, plan_all_pairs, train_identities,
+                   val_identities)
+
+OUTPUT_FILES = ("train.rec", "train.idx", "property") + tuple(t.name + ".bin" for t in TARGETS)
+
+MONTAGE_IDENTITIES, MONTAGE_IMAGES, MONTAGE_PAIRS = 6, 8, 4
+
+SyntheticSummary = namedtuple("SyntheticSummary", "folder num_images num_identities val_identities pairs "
+                                                  "targets rendered seconds")
+
+
+def images_per_second(summary):
+    return summary.rendered / max(summary.seconds, 1e-9)
+
+
+def _quiet_worker():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
+    cv2.setNumThreads(1)
+
+
+@contextmanager
+def _renderer(workers):
+    """A function mapping an iterable of tasks to their JPEG bytes, in order."""
+    if workers == 1:
+        yield lambda tasks: map(render_encoded, tasks)
+        return
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_quiet_worker) as pool:
+        yield lambda tasks: pool.imap(render_encoded, tasks, chunksize=16)
+
+
+def _check_output(out, overwrite):
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise FaceKDError(f"--out {out} is a file; give a folder")
+    if os.path.isdir(out) and os.listdir(out) and not overwrite:
+        raise FaceKDError(f"--out {out} already exists and is not empty; pass --overwrite to replace "
+                          "its dataset files, or choose another folder")
+
+
+@contextmanager
+def _staging(out):
+    """A fresh folder beside ``out``; on success its files replace those in ``out``, else it is removed."""
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.", suffix=".tmp", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it private; the dataset folder should not be
+    try:
+        yield stage
+        if os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)
+        if not os.path.exists(out):
+            os.rename(stage, out)
+        else:
+            for name in sorted(os.listdir(stage)):
+                os.replace(os.path.join(stage, name), os.path.join(out, name))
+    finally:
+        if os.path.isdir(stage):
+            shutil.rmtree(stage)
+
+
+def _tasks(params, train, val, plans):
+    for c, ident in enumerate(train):
+        for j in range(params.images_per_identity):
+            yield ident, "train", params.seed, (STREAM_TRAIN_IMAGE, c, j)
+    for t, (target, pairs) in enumerate(zip(TARGETS, plans)):
+        for k, pair in enumerate(pairs):
+            yield val[pair.a], target.first, params.seed, (STREAM_PAIR_IMAGE, t, k, 0)
+            yield val[pair.b], target.second, params.seed, (STREAM_PAIR_IMAGE, t, k, 1)
+
+
+def _montage_rows(train_shown, target_bins, plans):
+    rows = [MontageRow(f"id {c}", [decode(p) for p in payloads], None) for c, payloads in enumerate(train_shown)]
+    for target, bins, pairs in zip(TARGETS, target_bins, plans):
+        n = min(MONTAGE_PAIRS, len(pairs))
+        marks = [SAME if pairs[i // 2].same else DIFFERENT for i in range(2 * n)]
+        rows.append(MontageRow(target.name.replace("synth_", ""), [decode(b) for b in bins[:2 * n]], marks))
+    return rows
+
+
+def generate_synthetic(out, params, workers=1, overwrite=False, montage_path=None, progress=True):
+    """Write the synthetic dataset of ``params`` (a validated :class:`SyntheticParams`) into folder ``out``;
+    optionally a montage PNG. Returns a :class:`SyntheticSummary`."""
+    params.validate()
+    if int(workers) < 1:
+        raise FaceKDError(f"--workers must be at least 1; got {workers}")
+    _check_output(out, overwrite)
+    if montage_path is not None:
+        check_png_path(montage_path)
+    start = time.perf_counter()
+    train, val = train_identities(params), val_identities(params)
+    plans = plan_all_pairs(params, val)
+    total = params.num_images + 2 * params.pairs * len(TARGETS)
+    shown = min(MONTAGE_IMAGES, params.images_per_identity)
+    train_shown = [[] for _ in range(min(MONTAGE_IDENTITIES, params.identities))]
+    target_bins = []
+    with _staging(out) as stage, _renderer(int(workers)) as render, \
+            tqdm(total=total, desc="synthetic faces", unit="img", disable=not progress) as bar:
+        payloads = render(_tasks(params, train, val, plans))
+        with RecordDatasetWriter(stage, num_classes=params.identities, image_size=(IMAGE_SIZE, IMAGE_SIZE)) as w:
+            for c in range(params.identities):
+                for j, payload in enumerate(itertools.islice(payloads, params.images_per_identity)):
+                    w.add(c, payload)
+                    if c < len(train_shown) and j < shown:
+                        train_shown[c].append(payload)
+                bar.update(params.images_per_identity)
+        for target, pairs in zip(TARGETS, plans):
+            bins = list(itertools.islice(payloads, 2 * len(pairs)))
+            save_bin(os.path.join(stage, target.name + ".bin"), bins, [p.same for p in pairs])
+            target_bins.append(bins)
+            bar.update(len(bins))
+        grid = montage(_montage_rows(train_shown, target_bins, plans)) if montage_path is not None else None
+    if grid is not None:
+        save_png(montage_path, grid)
+    return SyntheticSummary(folder=out, num_images=params.num_images, num_identities=params.identities,
+                            val_identities=params.val_identities, pairs=params.pairs,
+                            targets=tuple(t.name for t in TARGETS), rendered=total,
+                            seconds=time.perf_counter() - start)
