@@ -12,7 +12,7 @@ from facekd.errors import run_cli
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True, help="dataset folder with train.rec, train.idx, property")
     p.add_argument("--out", required=True, help="working folder to create (images/ and labels/)")

@@ -49,7 +49,8 @@ def main(argv=None):
     if not all(stepwise):
         raise FaceKDError("give --data-dir and --out (streaming) or --images and --labels (stepwise)")
     prepare.check_embeddings_output(args.labels, args.overwrite)
-    embedder = prepare.load_teacher(args.model, args.batch_size, args.cpu_contexts)
+    image_size = prepare.first_image_size(args.images, args.labels)
+    embedder = prepare.load_teacher(args.model, args.batch_size, args.cpu_contexts, image_size)
     s = prepare.save_embeddings(embedder, args.images, args.labels, overwrite=args.overwrite)
     print(f"save_embeddings: {s.num_images} images, d={embedder.emb_size} -> {s.path} "
           f"in {s.seconds:.1f} s ({s.num_images / max(s.seconds, 1e-9):.0f} img/s)")

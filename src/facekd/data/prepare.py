@@ -15,6 +15,7 @@ Every output is written under a temporary name and renamed when complete
 (:func:`staged_output` for folders, ``<name>.partial`` for files).
 """
 import contextlib
+import glob
 import os
 import shutil
 import time
@@ -106,6 +107,15 @@ def load_teacher(model, batch_size, cpu_contexts=1, image_size=(112, 112)):
         raise FaceKDError(f"--batch-size must be >= 1, got {batch_size}")
     prefix, epoch = parse_model_arg(model, "--model")
     return Embedder.from_checkpoint(prefix, epoch, get_contexts(cpu_contexts), batch_size, image_size)
+
+
+def copy_targets(src_dir, dst_dir):
+    """Copy the verification targets ``src_dir/*.bin`` into ``dst_dir``; returns their names."""
+    names = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(src_dir), "*.bin"))):
+        shutil.copyfile(path, os.path.join(dst_dir, os.path.basename(path)))
+        names.append(os.path.basename(path))
+    return names
 
 
 # ----------------------------------------------------------------------------- step 1: images
@@ -208,6 +218,13 @@ def load_images(images_dir, entries):
     return np.stack(out)
 
 
+def first_image_size(images_dir, labels_dir):
+    """(height, width) of the first indexed image (the teacher is bound for that size)."""
+    for entry in iter_index(labels_dir):
+        return load_images(images_dir, [entry]).shape[1:3]
+    raise FaceKDError(f"--labels {labels_dir}: {INDEX_FILE} is empty")
+
+
 def embeddings_path(labels_dir):
     return os.path.join(labels_dir, EMBEDDINGS_FILE)
 
@@ -274,12 +291,43 @@ def load_embeddings(labels_dir, expected_rows):
 # ----------------------------------------------------------------------------- step 3: .lst
 
 def soft_lst_entries(images_dir, labels_dir):
-    """Yield (absolute image path, soft label row) per indexed image, in index order."""
+    """Yield one aligned :class:`facekd.data.lst.LstEntry` per indexed image, in index order:
+    the absolute image path and the soft label [teacher vector, class id]."""
+    from .lst import LstEntry
+
     n = count_index(labels_dir)
     vectors = load_embeddings(labels_dir, n)
-    for chunk in _batches(enumerate(iter_index(labels_dir)), 4096):
-        rows = np.asarray([i for i, _ in chunk])
-        entries = [e for _, e in chunk]
-        soft = label_layout.make_soft(vectors[rows[0]:rows[-1] + 1], [e.cls for e in entries])
-        for e, label in zip(entries, soft):
-            yield os.path.join(images_dir, e.path), label
+    images_dir = os.path.abspath(images_dir)
+    row = 0
+    for chunk in _batches(iter_index(labels_dir), 4096):
+        soft = label_layout.make_soft(vectors[row:row + len(chunk)], [e.cls for e in chunk])
+        row += len(chunk)
+        for e, label in zip(chunk, soft):
+            yield LstEntry(True, os.path.join(images_dir, e.path), label)
+
+
+def write_soft_lst(images_dir, labels_dir, lst_path, overwrite=False, targets_dir=None, progress=True):
+    """Step 3: ``lst_path`` (e.g. OUT/train.lst) of soft labels, grouped by class, for face2rec2.py.
+
+    With ``targets_dir``, its ``*.bin`` verification targets are copied beside the list.
+    """
+    from tqdm import tqdm
+
+    from .lst import write_lst
+
+    start = time.time()
+    if not lst_path.endswith(".lst"):
+        raise FaceKDError(f"--out {lst_path}: the list name must end in .lst (e.g. OUT/train.lst)")
+    check_output(lst_path, overwrite)
+    if targets_dir is not None and not os.path.isdir(targets_dir):
+        raise FaceKDError(f"--targets {targets_dir}: not a folder; pass the original dataset folder")
+    n = count_index(labels_dir)
+    load_embeddings(labels_dir, n)  # fail before the progress bar starts
+    folder = os.path.dirname(os.path.abspath(lst_path))
+    os.makedirs(folder, exist_ok=True)
+    entries = tqdm(soft_lst_entries(images_dir, labels_dir), total=n, desc="lst", unit="img",
+                   disable=not progress, smoothing=0.1)
+    write_lst(lst_path, entries)
+    if targets_dir is not None:
+        copy_targets(targets_dir, folder)
+    return StepSummary(n, None, time.time() - start, lst_path)

@@ -11,10 +11,8 @@ Everything is written into ``OUT.partial/`` and renamed to ``OUT`` when complete
 (:func:`facekd.data.prepare.staged_output`). An interrupted build leaves nothing under
 ``OUT``; rerun with the same arguments and it starts over, discarding ``OUT.partial``.
 """
-import glob
 import os
 import queue
-import shutil
 import threading
 import time
 from collections import namedtuple
@@ -23,7 +21,7 @@ import numpy as np
 
 from ..errors import FaceKDError
 from . import labels as label_layout
-from .prepare import check_finite, check_output, load_teacher, staged_output
+from .prepare import check_finite, check_output, copy_targets, load_teacher, staged_output
 from .recordio import RecordDataset, RecordDatasetWriter
 
 BuildSummary = namedtuple("BuildSummary", "num_images num_identities emb_size seconds out_dir")
@@ -124,15 +122,6 @@ def _write(pipe, writer, in_q, bar):
         bar.update(len(batch.payloads))
 
 
-def copy_targets(src_dir, dst_dir):
-    """Copy the verification targets ``src_dir/*.bin`` into ``dst_dir``; returns their names."""
-    names = []
-    for path in sorted(glob.glob(os.path.join(src_dir, "*.bin"))):
-        shutil.copyfile(path, os.path.join(dst_dir, os.path.basename(path)))
-        names.append(os.path.basename(path))
-    return names
-
-
 def check_build_args(data_dir, out_dir, overwrite):
     """Cheap checks before the teacher is loaded: the output policy and distinct folders."""
     if os.path.abspath(data_dir) == os.path.abspath(out_dir):
@@ -181,6 +170,10 @@ def build_soft_dataset(data_dir, out_dir, embedder, overwrite=False, queue_depth
         if pipe.error is not None:
             writer.abort()
             raise pipe.error
+        if writer.num_images != dataset.num_images:
+            writer.abort()
+            raise FaceKDError(f"{dataset.rec_path}: read {writer.num_images} of {dataset.num_images} images; "
+                              "the file is truncated or changed while reading")
         copy_targets(data_dir, staged)
         num_images, num_identities = writer.commit()
     return BuildSummary(num_images, num_identities, embedder.emb_size, time.time() - start, out_dir)
