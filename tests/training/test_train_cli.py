@@ -4,13 +4,13 @@ import subprocess
 import sys
 
 import mxnet as mx
-import numpy as np
 import pytest
 
-from facekd.data.labels import make_soft
-from facekd.data.recordio import RecordDataset, RecordDatasetWriter
+from facekd.data.recordio import RecordDataset
 from facekd.errors import FaceKDError
 from facekd.training.trainer import main
+
+from trainhelpers import link_training_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -19,17 +19,6 @@ def _argv(data_dir, models_root, *extra):
     return ["--network", "y1", "--loss", "arcface", "--dataset", "synthetic", "--data-dir", str(data_dir),
             "--models-root", str(models_root), "--per-batch-size", "4", "--frequent", "1",
             "--lr-steps", "2", "--seed", "1", *extra]
-
-
-@pytest.fixture(scope="module")
-def soft_dir(synthetic_dir, tmp_path_factory):
-    """The synthetic set with random 512-d 'teacher' vectors as soft labels."""
-    out = tmp_path_factory.mktemp("soft")
-    rng = np.random.default_rng(0)
-    with RecordDataset(synthetic_dir) as src, RecordDatasetWriter(out, num_classes=src.num_classes) as dst:
-        for _, label, payload in src.iter_records():
-            dst.add(make_soft(rng.normal(size=(1, 512)), [label[0]])[0], payload)
-    return out
 
 
 @pytest.mark.slow
@@ -54,10 +43,7 @@ def test_arcface_trains_verifies_and_saves(synthetic_dir, tmp_path, caplog):
 @pytest.mark.slow
 def test_saves_without_targets(synthetic_dir, tmp_path, caplog):
     caplog.set_level("INFO")
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("train.rec", "train.idx", "property"):
-        os.symlink(os.path.join(synthetic_dir, name), data / name)
+    data = link_training_files(synthetic_dir, str(tmp_path / "data"))
     main(_argv(data, tmp_path, "--max-steps", "2", "--verbose", "2", "--ckpt", "3"))
     assert "no verification targets" in caplog.text
     assert os.path.isfile(os.path.join(tmp_path, "y1-arcface-synthetic", "model-0001.params"))

@@ -1,0 +1,98 @@
+"""Every distillation method trains on a soft dataset: loss finite and falling, checkpoint saved,
+two CPU contexts work; teacher problems fail before any training step."""
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from facekd import losses
+from facekd.errors import FaceKDError
+from facekd.training.args import parse_args
+from facekd.training.trainer import Trainer, main
+
+METHODS = ["angular_distillation", "triplet_distillation_L2", "triplet_distillation_cos",
+           "margin_base_with_T", "margin_distillation", "template_kd"]
+
+
+def _argv(method, soft_dir, teacher_prefix, root, contexts=1, *extra):
+    return ["--network", "y1", "--loss", method, "--dataset", "synthetic_soft", "--data-dir", str(soft_dir),
+            "--models-root", str(root), "--per-batch-size", "6", "--cpu-contexts", str(contexts),
+            "--teacher", f"{teacher_prefix},1", "--seed", "0", "--triplet-bag-size", "36",
+            "--images-per-identity", "6", "--frequent", "1", *extra]
+
+
+def _lossvalue(metric):
+    return dict(metric.get_name_value())["lossvalue"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_loss_falls_on_a_fixed_batch(method, soft_dir, teacher_prefix, tmp_path):
+    args, cfg = parse_args(_argv(method, soft_dir, teacher_prefix, tmp_path, 1, "--lr", "0.001"))
+    trainer = Trainer(cfg, args)
+    module = trainer.module = trainer._make_module()
+    trainer.train_iter.reset()
+    batch = next(iter(trainer.train_iter))
+    values = []
+    frozen = trainer.spec.teacher_centres
+    before = module.get_params()[0][frozen].asnumpy() if frozen else None
+    for _ in range(6):
+        metric = mx.metric.CompositeEvalMetric(losses.get_loss(method).metrics(cfg))
+        module.forward_backward(batch)
+        module.update_metric(metric, batch.label)
+        module.update()
+        values.append(_lossvalue(metric))
+    assert np.all(np.isfinite(values)), values
+    assert values[-1] < values[0], values
+    if frozen:  # the teacher's centres are never updated
+        np.testing.assert_array_equal(module.get_params()[0][frozen].asnumpy(), before)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("contexts", [1, 2])
+@pytest.mark.parametrize("method", METHODS)
+def test_method_trains_and_saves(method, contexts, soft_dir, teacher_prefix, tmp_path, caplog):
+    caplog.set_level("INFO")
+    main(_argv(method, soft_dir, teacher_prefix, tmp_path, contexts,
+               "--max-steps", "2", "--verbose", "2", "--ckpt", "2", "--lr", "0.01"))
+    prefix = os.path.join(tmp_path, f"y1-{method}-synthetic_soft", "model")
+    sym, arg_params, _ = mx.model.load_checkpoint(prefix, 1)
+    assert "fc1_output" in sym.get_internals().list_outputs()
+    assert "teacher_fc7_weight" not in arg_params  # the teacher's matrix is not the student's
+    assert "lossvalue=" in caplog.text
+    for line in caplog.text.splitlines():
+        if "lossvalue=" in line:
+            assert np.isfinite(float(line.split("lossvalue=")[1].split()[0]))
+
+
+def _error(argv):
+    with pytest.raises(FaceKDError) as info:
+        main(argv)
+    return str(info.value)
+
+
+def test_teacher_problems_fail_before_training(soft_dir, teacher_prefix, synthetic_dir, tmp_path, caplog):
+    caplog.set_level("INFO")
+    base = _argv("margin_distillation", soft_dir, teacher_prefix, tmp_path)
+    # missing teacher
+    argv = base[:base.index("--teacher")] + base[base.index("--teacher") + 2:]
+    assert "--teacher" in _error(argv + ["--teacher", ""])
+    assert "missing-symbol.json" in _error(base + ["--teacher", str(tmp_path / "missing") + ",1"]) or \
+        "missing" in _error(base + ["--teacher", str(tmp_path / "missing") + ",1"])
+    # a teacher without fc7_weight (an embedding-only cut)
+    sym, arg_params, aux_params = mx.model.load_checkpoint(teacher_prefix, 1)
+    cut = str(tmp_path / "cut")
+    mx.model.save_checkpoint(cut, 1, sym, {k: v for k, v in arg_params.items() if k != "fc7_weight"},
+                             aux_params)
+    assert "has no fc7_weight" in _error(base + ["--teacher", cut + ",1"])
+    # class-count mismatch
+    wrong = str(tmp_path / "wrong")
+    bigger = dict(arg_params, fc7_weight=mx.nd.ones((arg_params["fc7_weight"].shape[0] + 1, 512)))
+    mx.model.save_checkpoint(wrong, 1, sym, bigger, aux_params)
+    assert "fc7_weight has shape" in _error(base + ["--teacher", wrong + ",1"])
+    # teacher dimension of the soft labels differs from the student's embedding
+    assert "--emb-size" in _error(base + ["--emb-size", "128"])
+    # hard-label dataset given to a distillation loss
+    assert "needs soft labels" in _error(_argv("margin_distillation", synthetic_dir, teacher_prefix, tmp_path))
+    assert "Epoch[" not in caplog.text  # nothing trained
