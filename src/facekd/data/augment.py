@@ -90,7 +90,8 @@ class Augmenter:
 
     def __init__(self, rand_mirror=True, color_jitter=0, cutoff=False, width=112):
         if color_jitter < 0:
-            raise FaceKDError(f"data_color {color_jitter} is invalid; use 0 (off), 1 (colour) or 2 (colour + JPEG)")
+            raise FaceKDError(f"data_color {color_jitter} is invalid; "
+                              "use 0 (off), 1 (colour) or 2 (colour + JPEG)")
         self.rand_mirror = bool(rand_mirror)
         self.color_jitter = color_jitter
         self.cutoff = cutoff_size(cutoff, width)

@@ -122,22 +122,25 @@ class Trainer:
             return triplet.TripletIter(
                 self.dataset, per_device_batch=cfg.per_batch_size, num_devices=len(self.contexts),
                 images_per_identity=cfg.images_per_identity, bag_size=cfg.triplet_bag_size,
-                alpha=cfg.triplet_alpha, embed_fn=self._embed_for_mining, rand_mirror=cfg.data_rand_mirror,
-                **common)
+                alpha=cfg.triplet_alpha, embed_fn=self._embed_for_mining, before_bag=self._refresh_mining,
+                rand_mirror=cfg.data_rand_mirror, decode_threads=self.args.decode_threads, **common)
         return iterators.FaceImageIter(
             self.dataset, batch_size=self.batch_size, data_shape=(3,) + tuple(cfg.image_shape[:2]),
             shuffle=True, rand_mirror=cfg.data_rand_mirror, color_jitter=cfg.data_color,
             cutoff=cfg.data_cutoff, images_filter=cfg.data_images_filter,
             decode_threads=self.args.decode_threads, **common)
 
-    def _embed_for_mining(self, images):
-        """The current student's embeddings of a triplet bag (inference, bound once)."""
+    def _refresh_mining(self):
+        """Before each triplet bag: the mining embedder takes the student's current weights."""
         if self._mining_embedder is None:
             self._mining_embedder = Embedder(self.embedding, self.arg_params, self.aux_params,
                                              self.contexts, self.batch_size,
                                              image_size=tuple(self.cfg.image_shape[:2]))
         if getattr(self, "module", None) is not None and self.module.params_initialized:
             self._mining_embedder.set_params(*self.module.get_params())
+
+    def _embed_for_mining(self, images):
+        """The current student's embeddings of a chunk of the bag (inference, bound once)."""
         return self._mining_embedder.embed(images)
 
     def _make_module(self):
