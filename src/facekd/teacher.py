@@ -6,6 +6,7 @@ commands. The graph is bound once for a fixed batch; the batch is split across t
 given contexts; a last partial batch is padded and the padding dropped.
 """
 import glob
+import json
 import os
 
 import numpy as np
@@ -39,6 +40,17 @@ def parse_model_list(text, flag="--model"):
             raise FaceKDError(f"{flag} {text!r}: epoch must be >= 0, got {epoch}")
         out.append((prefix, epoch))
     return out
+
+
+def parse_image_size(text, flag="--image-size"):
+    """``"112,112"`` -> ``(112, 112)`` (height, width of the network input)."""
+    try:
+        size = tuple(int(v) for v in str(text).split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 2 or min(size) < 1:
+        raise FaceKDError(f"{flag} {text!r}: expected 'height,width', e.g. 112,112")
+    return size
 
 
 def checkpoint_paths(prefix, epoch):
@@ -100,13 +112,47 @@ def cut_at_embedding(symbol, name="model"):
     return internals[EMBEDDING_OUTPUT]
 
 
+def flatten_fc_inputs(symbol):
+    """The same graph with an explicit Flatten in front of every flattening FullyConnected.
+
+    Numerically identical (FullyConnected flattens its input anyway). It works around an MXNet
+    1.9.1 bug of the CPU (MKLDNN) fused inference graph: a FullyConnected fed directly by a
+    4-D convolution output (MobileFaceNet's and PocketNet's ``pre_fc1``) fails from the second
+    forward on with "We can't generate TBlob for MKLDNN data". Disabling the fusion instead
+    (MXNET_SUBGRAPH_BACKEND=NONE) costs about a quarter of the CPU throughput.
+    """
+    import mxnet as mx
+
+    graph = json.loads(symbol.tojson())
+    nodes, remap = [], {}
+    for old, node in enumerate(graph["nodes"]):
+        inputs = [[remap[i], j, v] for i, j, v in node.get("inputs", [])]
+        flattens = str(node.get("attrs", {}).get("flatten", "True")).lower() in ("true", "1")
+        if node["op"] == "FullyConnected" and flattens and nodes[inputs[0][0]]["op"] != "Flatten":
+            nodes.append({"op": "Flatten", "name": f"{node['name']}_flatten_input", "inputs": [inputs[0]]})
+            inputs[0] = [len(nodes) - 1, 0, 0]
+        remap[old] = len(nodes)
+        nodes.append(dict(node, inputs=inputs))
+    if len(nodes) == len(graph["nodes"]):
+        return symbol
+    graph["nodes"] = nodes
+    graph["arg_nodes"] = [remap[i] for i in graph["arg_nodes"]]
+    graph["heads"] = [[remap[i], j, v] for i, j, v in graph["heads"]]
+    graph.pop("node_row_ptr", None)
+    return mx.sym.load_json(json.dumps(graph))
+
+
 def _first_line(exc):
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
 
 class Embedder:
-    """A model cut at ``fc1_output``, bound once for ``batch_size`` over ``contexts``."""
+    """A model cut at ``fc1_output``, bound once for ``batch_size`` over ``contexts``.
+
+    Empty ``arg_params`` and ``aux_params`` bind the graph without weights (a trainer fills
+    them from its module with :meth:`set_params`); otherwise every weight must be present.
+    """
 
     def __init__(self, symbol, arg_params, aux_params, contexts, batch_size, image_size=(112, 112),
                  name="model"):
@@ -125,7 +171,7 @@ class Embedder:
         self.contexts = contexts
         self.batch_size = batch_size
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.symbol = cut_at_embedding(symbol, name)
+        self.symbol = flatten_fc_inputs(cut_at_embedding(symbol, name))
         self.data_shape = (batch_size, 3) + self.image_size
         try:
             arg_shapes, out_shapes, aux_shapes = self.symbol.infer_shape(data=self.data_shape)
@@ -143,7 +189,9 @@ class Embedder:
         self._module = mx.mod.Module(self.symbol, data_names=["data"], label_names=None, context=contexts)
         self._module.bind(data_shapes=[("data", self.data_shape)], for_training=False)
         self._buffer = np.zeros(self.data_shape, dtype=np.float32)
-        self.set_params(arg_params, aux_params)
+        self._ready = False
+        if arg_params or aux_params:  # empty weights: bound now, filled later by set_params
+            self.set_params(arg_params, aux_params)
 
     @classmethod
     def from_checkpoint(cls, prefix, epoch, contexts, batch_size, image_size=(112, 112)):
@@ -163,6 +211,7 @@ class Embedder:
                                 {k: v if isinstance(v, mx.nd.NDArray) else mx.nd.array(v)
                                  for k, v in auxs.items()},
                                 allow_missing=False, force_init=True, allow_extra=False)
+        self._ready = True
 
     def _checked(self, params, shapes, what):
         missing = [n for n in shapes if n not in params]
@@ -172,13 +221,17 @@ class Embedder:
         for n, shape in shapes.items():
             got = tuple(params[n].shape)
             if got != shape:
-                raise FaceKDError(f"{self.name}: {what} {n} has shape {got}, the graph expects {shape}")
+                raise FaceKDError(f"{self.name}: {what} {n} has shape {got}, the graph expects {shape} "
+                                  f"for {self.image_size[0]}x{self.image_size[1]} images; check the image "
+                                  f"size and that the weights belong to this graph")
         return {n: params[n] for n in shapes}
 
     def embed(self, images):
         """Raw ``fc1`` output (N, d) float32 of uint8 RGB (N, H, W, 3) or float (N, 3, H, W) images."""
         import mxnet as mx
 
+        if not self._ready:
+            raise FaceKDError(f"{self.name}: no weights yet; call set_params before embed")
         images = self._check_images(images)
         n = images.shape[0]
         out = np.empty((n, self.emb_size), dtype=np.float32)

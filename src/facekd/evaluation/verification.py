@@ -101,6 +101,9 @@ def embed_with_flip(embedder, images, progress=None):
     """(orig, flip) raw embeddings of uint8 NHWC images; each batch holds originals and their flips."""
     from tqdm import tqdm
 
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise FaceKDError(f"flip batching takes uint8 RGB (N, H, W, 3) images, got {images.dtype} {images.shape}")
     n = len(images)
     half = max(1, embedder.batch_size // 2)
     orig = np.empty((n, embedder.emb_size), dtype=np.float32)
@@ -202,18 +205,22 @@ def _val_far(threshold, dist, issame):
 
 
 def far_threshold(far_train, thresholds, far_target):
-    """Threshold reaching ``far_target`` by linear interpolation of FAR -> threshold (0 if never reached).
+    """The largest threshold whose FAR, linearly interpolated between grid points, is <= ``far_target``.
 
-    FAR is non-decreasing in the threshold and repeats over runs of thresholds; each distinct
-    FAR keeps the largest threshold that gives it (insightface's interp1d fails on the repeats).
+    insightface interpolates ``interp1d(far, thresholds, 'slinear')``, which fails on the runs of
+    equal FAR that a step curve always has; on duplicate-free curves both agree. 0 when the
+    target FAR is never reached (as insightface).
     """
-    far_train = np.asarray(far_train, dtype=np.float64)
-    if far_train.max() < far_target:
+    far = np.asarray(far_train, dtype=np.float64)
+    thr = np.asarray(thresholds, dtype=np.float64)
+    if far.max() < far_target:
         return 0.0
-    rev_far = far_train[::-1]
-    uniq, first_in_rev = np.unique(rev_far, return_index=True)
-    last = len(far_train) - 1 - first_in_rev
-    return float(np.interp(far_target, uniq, np.asarray(thresholds, dtype=np.float64)[last]))
+    i = int(np.searchsorted(far, far_target, side="right")) - 1  # FAR is non-decreasing
+    if i < 0:
+        return float(thr[0])
+    if i == len(far) - 1 or far[i] == far_target:
+        return float(thr[i])
+    return float(thr[i] + (far_target - far[i]) / (far[i + 1] - far[i]) * (thr[i + 1] - thr[i]))
 
 
 def val_at_far(dist, issame, far_target=VAL_FAR, thresholds=VAL_THRESHOLDS, nfolds=10):
@@ -285,3 +292,44 @@ def format_row(model, name, result):
     """One row of the standalone command: model, target, XNorm, Accuracy-Flip, VAL @ FAR."""
     return (f"[{name}]{model}\tXNorm: {result.xnorm:f}\tAccuracy-Flip: {result.acc:1.5f}+-{result.std:1.5f}"
             f"\tVAL@FAR={VAL_FAR:g}: {result.val:1.5f}+-{result.val_std:1.5f} (FAR {result.far:1.5f})")
+
+
+# ----------------------------------------------------------------------------- command
+
+def verify_models(models, data_dir, targets, batch_size, contexts, nfolds=10, image_size=(112, 112),
+                  report=print):
+    """Evaluate each ``(prefix, epoch)`` on each target; ``report`` gets one row per model and target.
+
+    Every target and checkpoint is checked before any work; targets are decoded once and
+    each model is bound once. Returns ``[(model label, target name, VerificationResult)]``.
+    """
+    import time
+
+    from ..teacher import Embedder, checkpoint_paths
+
+    if not os.path.isdir(data_dir):
+        raise FaceKDError(f"--data-dir {data_dir} is not a folder")
+    missing = [n for n in targets if not os.path.isfile(target_path(data_dir, n))]
+    if missing:
+        raise FaceKDError(f"--target: {', '.join(target_path(data_dir, n) for n in missing)} not found "
+                          f"(present: {', '.join(_present_targets(data_dir)) or 'no .bin files'})")
+    for prefix, epoch in models:
+        for path in checkpoint_paths(prefix, epoch):
+            if not os.path.isfile(path):
+                raise FaceKDError(f"--model: checkpoint file {path} not found")
+    sets = [load_target(target_path(data_dir, n), image_size, n) for n in targets]
+    rows = []
+    for prefix, epoch in models:
+        embedder = Embedder.from_checkpoint(prefix, epoch, contexts, batch_size, image_size)
+        label = f"{prefix},{epoch}"
+        for vset in sets:
+            start = time.perf_counter()
+            result = evaluate(embedder, vset, nfolds=nfolds, progress=True)
+            seconds = time.perf_counter() - start
+            rows.append((label, vset.name, result))
+            report(f"{format_row(label, vset.name, result)}\t{2 * len(vset.images) / seconds:.1f} img/s")
+    return rows
+
+
+def _present_targets(data_dir):
+    return sorted(os.path.splitext(f)[0] for f in os.listdir(data_dir) if f.endswith(".bin"))

@@ -1,0 +1,158 @@
+"""PNG plots: ROC curves, and training curves parsed from a training log (matplotlib, Agg)."""
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import FaceKDError
+
+_SPEED = re.compile(r"Epoch\[(\d+)\]\s+Batch\s*\[(\d+)-(\d+)\]\s+Speed:\s*([0-9.eE+-]+)\s*samples/sec(.*)")
+_METRIC = re.compile(r"([A-Za-z_][\w-]*)=([-+0-9.eE]+|nan|inf)")
+_ACC = re.compile(r"\[([^\]\[]+)\]\[(\d+)\]Accuracy-Flip:\s*([0-9.]+)\+-([0-9.]+)")
+_XNORM = re.compile(r"\[([^\]\[]+)\]\[(\d+)\]XNorm:\s*([-+0-9.eE]+|nan|inf)")
+
+
+@dataclass
+class TrainingLog:
+    """Parsed log: speed rows (global batch, epoch, samples/s, metrics) and verification points."""
+    batches: list = field(default_factory=list)      # global batch index at each Speedometer line
+    epochs: list = field(default_factory=list)
+    speeds: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)      # name -> list of (global batch, value)
+    accuracy: dict = field(default_factory=dict)     # target -> list of (step, acc, std)
+    xnorm: dict = field(default_factory=dict)        # target -> list of (step, xnorm)
+
+
+def parse_training_log(lines):
+    """Parse Speedometer and ``[target][step]Accuracy-Flip`` lines from an iterable of lines."""
+    log = TrainingLog()
+    offset, last_epoch, last_end = 0, None, 0
+    for line in lines:
+        m = _SPEED.search(line)
+        if m:
+            epoch, end = int(m.group(1)), int(m.group(3))
+            if last_epoch is not None and epoch != last_epoch:
+                offset += last_end  # batches restart at each epoch: continue the global count
+            last_epoch, last_end = epoch, end
+            step = offset + end
+            log.batches.append(step)
+            log.epochs.append(epoch)
+            log.speeds.append(float(m.group(4)))
+            for name, value in _METRIC.findall(m.group(5)):
+                log.metrics.setdefault(name, []).append((step, float(value)))
+            continue
+        m = _ACC.search(line)
+        if m:
+            log.accuracy.setdefault(m.group(1), []).append(
+                (int(m.group(2)), float(m.group(3)), float(m.group(4))))
+            continue
+        m = _XNORM.search(line)
+        if m:
+            log.xnorm.setdefault(m.group(1), []).append((int(m.group(2)), float(m.group(3))))
+    return log
+
+
+def read_training_log(path):
+    """parse_training_log of a file, with a clear error when it is missing or holds nothing useful."""
+    if not os.path.isfile(path):
+        raise FaceKDError(f"training log {path} not found")
+    with open(path, errors="replace") as f:
+        log = parse_training_log(f)
+    if not log.batches and not log.accuracy:
+        raise FaceKDError(f"{path}: no 'Epoch[..] Batch [..] Speed:' or '[target][step]Accuracy-Flip:' "
+                          f"lines; is it a training log?")
+    return log
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def check_output(path):
+    """Fail early when the folder of an output file does not exist."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FaceKDError(f"cannot write {path}: folder {folder} does not exist")
+
+
+def _save(fig, path):
+    """Write the figure as PNG under a temporary name, then rename it into place."""
+    plt = _pyplot()
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def plot_roc(curves, path, title="ROC", log_fpr=True):
+    """ROC curves ``[(label, fpr, tpr), ...]`` into one PNG (log-scale FAR by default)."""
+    if not curves:
+        raise FaceKDError(f"no ROC curves to plot into {path}")
+    check_output(path)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    floor = 1.0
+    for label, fpr, tpr in curves:
+        fpr = np.asarray(fpr, dtype=np.float64)
+        tpr = np.asarray(tpr, dtype=np.float64)
+        order = np.argsort(fpr, kind="stable")
+        fpr, tpr = fpr[order], tpr[order]
+        positive = fpr[fpr > 0]
+        if positive.size:
+            floor = min(floor, positive.min())
+        ax.plot(fpr, tpr, label=label, linewidth=1.5)
+    if log_fpr:
+        ax.set_xscale("log")
+        ax.set_xlim(min(max(floor, 1e-6), 1e-1), 1.0)
+    else:
+        ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.01)
+    ax.set_xlabel("False positive rate (FAR)")
+    ax.set_ylabel("True positive rate (TAR)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_training_curves(log, path, title="training"):
+    """Loss, accuracy and speed against the global batch, verification accuracy against the step."""
+    if not log.batches and not log.accuracy:
+        raise FaceKDError(f"nothing to plot into {path}: the log has no speed or verification lines")
+    check_output(path)
+    plt = _pyplot()
+    panels = [name for name in log.metrics] + (["speed"] if log.speeds else []) + \
+        (["verification"] if log.accuracy else [])
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.4 * len(panels)), squeeze=False)
+    for ax, panel in zip(axes[:, 0], panels):
+        if panel == "verification":
+            for target, points in log.accuracy.items():
+                steps, acc, std = (np.array(v) for v in zip(*points))
+                ax.errorbar(steps, acc, yerr=std, marker="o", markersize=3, capsize=2, label=target)
+            ax.set_xlabel("step")
+            ax.set_ylabel("Accuracy-Flip")
+            ax.legend(fontsize=8)
+        elif panel == "speed":
+            ax.plot(log.batches, log.speeds)
+            ax.set_ylabel("samples/sec")
+            ax.set_xlabel("batch")
+        else:
+            steps, values = zip(*log.metrics[panel])
+            ax.plot(steps, values)
+            ax.set_ylabel(panel)
+            ax.set_xlabel("batch")
+        ax.grid(True, alpha=0.3)
+    axes[0, 0].set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
