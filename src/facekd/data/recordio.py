@@ -317,6 +317,22 @@ class IdentityTracker:
         return arr
 
 
+class _IndexWritingRecordIO(mx.recordio.MXIndexedRecordIO):
+    """MXNet's indexed record writer without its in-memory key -> offset dict and key list.
+
+    The files are the same (``key\toffset`` index lines, written by MXNet's own
+    ``fidx``), but memory stays flat over millions of records.
+    """
+
+    def __init__(self, idx_path, rec_path):
+        super().__init__(idx_path, rec_path, "w")
+
+    def write_idx(self, idx, buf):
+        position = self.tell()
+        self.write(buf)
+        self.fidx.write("%s\t%d\n" % (str(idx), position))
+
+
 class RecordDatasetWriter:
     """Writes ``folder/{prefix}.rec/.idx`` (+ ``property`` when ``prefix == 'train'``) atomically.
 
@@ -342,7 +358,7 @@ class RecordDatasetWriter:
         self._tmp_idx = self.idx_path + ".tmp"
         self._tmp_header = self.rec_path + ".header.tmp"
         self._tracker = IdentityTracker(self.rec_path)
-        self._writer = mx.recordio.MXIndexedRecordIO(self._tmp_idx, self._tmp_rec, "w")
+        self._writer = _IndexWritingRecordIO(self._tmp_idx, self._tmp_rec)
         self._writer.write_idx(0, self._header_record(0, 0))
         self._header_size = self._writer.tell()
         self._open = True
