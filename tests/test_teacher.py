@@ -174,3 +174,27 @@ def test_flatten_fc_inputs_keeps_the_graph():
     assert "pre_fc1_flatten_input_output" in out.get_internals().list_outputs()
     already = tiny_symbol(with_head=False)  # Flatten -> FullyConnected: unchanged
     assert flatten_fc_inputs(already) is already
+
+
+def test_set_params_after_forward_takes_the_new_weights():
+    """A refreshed Embedder equals a fresh one (MXNet's fused CPU graph caches FC weights)."""
+    import mxnet as mx
+    from facekd.config import generate_config
+    from facekd.symbols import get_symbol, network_initializer
+
+    sym = get_symbol(generate_config("y1", "synthetic", "arcface"))
+    mod = mx.mod.Module(sym, data_names=["data"], label_names=None, context=mx.cpu())
+    mod.bind(data_shapes=[("data", (4, 3, 112, 112))], for_training=False)
+    mod.init_params(network_initializer())
+    arg, aux = mod.get_params()
+    aux = {k: (mx.nd.ones_like(v) * 50 if k.endswith("moving_var") else v) for k, v in aux.items()}
+    changed = dict(arg, pre_fc1_weight=arg["pre_fc1_weight"] * 3.0,
+                   conv_1_conv2d_weight=arg["conv_1_conv2d_weight"] * 0.5)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 3, 112, 112)).astype(np.float32)
+    refreshed = Embedder(sym, arg, aux, [mx.cpu()], 4)
+    before = refreshed.embed(images)
+    refreshed.set_params(changed, aux)
+    after = refreshed.embed(images)
+    fresh = Embedder(sym, changed, aux, [mx.cpu()], 4).embed(images)
+    assert np.abs(after - before).max() > 1e-3 * np.abs(before).max()
+    np.testing.assert_allclose(after, fresh, rtol=1e-4, atol=1e-4 * np.abs(fresh).max())

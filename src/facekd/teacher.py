@@ -186,8 +186,7 @@ class Embedder:
         self._arg_shapes = {n: tuple(s) for n, s in zip(self.symbol.list_arguments(), arg_shapes)
                             if n != "data"}
         self._aux_shapes = {n: tuple(s) for n, s in zip(self.symbol.list_auxiliary_states(), aux_shapes)}
-        self._module = mx.mod.Module(self.symbol, data_names=["data"], label_names=None, context=contexts)
-        self._module.bind(data_shapes=[("data", self.data_shape)], for_training=False)
+        self._bind()
         self._buffer = np.zeros(self.data_shape, dtype=np.float32)
         self._ready = False
         if arg_params or aux_params:  # empty weights: bound now, filled later by set_params
@@ -200,10 +199,22 @@ class Embedder:
         return cls(symbol, arg_params, aux_params, contexts, batch_size, image_size,
                    name=checkpoint_paths(prefix, epoch)[0])
 
+    def _bind(self):
+        import mxnet as mx
+
+        self._module = mx.mod.Module(self.symbol, data_names=["data"], label_names=None,
+                                     context=self.contexts)
+        self._module.bind(data_shapes=[("data", self.data_shape)], for_training=False)
+        self._forwarded = False
+
     def set_params(self, arg_params, aux_params):
         """Copy the weights the cut graph needs (extra entries such as ``fc7_weight`` are ignored)."""
         import mxnet as mx
 
+        if self._forwarded:
+            # MXNet 1.9.1's fused CPU inference graph (MKLDNN) keeps the FullyConnected weights
+            # of its first forward; new weights need a fresh binding.
+            self._bind()
         args = self._checked(arg_params or {}, self._arg_shapes, "parameter")
         auxs = self._checked(aux_params or {}, self._aux_shapes, "auxiliary state")
         self._module.set_params({k: v if isinstance(v, mx.nd.NDArray) else mx.nd.array(v)
@@ -245,6 +256,7 @@ class Embedder:
             if count < bs:
                 self._buffer[count:] = 0.0
             self._module.forward(mx.io.DataBatch(data=[mx.nd.array(self._buffer)]), is_train=False)
+            self._forwarded = True
             out[start:stop] = self._module.get_outputs()[0].asnumpy()[:count]
         return out
 

@@ -10,6 +10,8 @@ A loss is registered with :func:`register_loss` and described by a :class:`LossS
   ``fc7_weight`` (frozen), or None. The trainer loads, checks and normalises it once.
 * ``needs_teacher_dim``: the soft labels' teacher dimension must equal ``emb_size``.
 * ``iterator``: ``"face"`` (shuffled images) or ``"triplet"`` (A|P|N bags).
+* ``online_teacher``: the teacher vectors may instead come from a teacher run on each
+  batch (``--teacher-schedule``, PocketNet's multi-step KD); then class labels suffice.
 * ``metrics(cfg) -> list of mx.metric.EvalMetric`` reading the head's outputs.
 
 :func:`build_head` returns ``mx.sym.Group([BlockGrad(embedding)] + outputs)``.
@@ -31,14 +33,15 @@ class LossSpec:
     teacher_centres: Optional[str] = None
     needs_teacher_dim: bool = False
     iterator: str = "face"
+    online_teacher: bool = False
 
 
 def register_loss(name, metrics, label="hard", teacher_centres=None, needs_teacher_dim=False,
-                  iterator="face"):
+                  iterator="face", online_teacher=False):
     """Decorator: register ``build(embedding, label, cfg) -> [outputs]`` as loss ``name``."""
     def wrap(fn):
         LOSSES.register(name, LossSpec(name, fn, metrics, label, teacher_centres,
-                                       needs_teacher_dim, iterator))
+                                       needs_teacher_dim, iterator, online_teacher))
         return fn
     return wrap
 

@@ -15,7 +15,7 @@ def metrics(cfg):
     return monitor_metrics(2, MONITORS)
 
 
-@register_loss("template_kd", metrics, label="soft", needs_teacher_dim=True)
+@register_loss("template_kd", metrics, label="soft", needs_teacher_dim=True, online_teacher=True)
 def template_kd(embedding, label, cfg):
     import mxnet as mx
 

@@ -16,6 +16,7 @@ from ..teacher import Embedder, load_checkpoint
 from .callbacks import CheckpointPolicy, LrBatchEpochLog, VerifyAndSave
 from .checkpoint import latest_epoch, load_teacher_centres, read_meta
 from .contexts import get_contexts
+from .online_teacher import ScheduledTeacherIter
 from .schedule import StepScheduler, parse_lr_steps
 
 
@@ -28,7 +29,11 @@ def open_dataset(cfg):
     dataset = RecordDataset(folder)
     spec = losses.get_loss(cfg.loss)
     soft = dataset.layout.kind == labels.SOFT
-    if spec.label == "soft" and not soft:
+    online = bool(cfg.get("teacher_schedule"))
+    if online and not spec.online_teacher:
+        raise FaceKDError(f"--teacher-schedule runs a teacher on every batch; --loss {cfg.loss} does not "
+                          "take per-batch teacher vectors (use template_kd)")
+    if spec.label == "soft" and not soft and not online:
         raise FaceKDError(f"--loss {cfg.loss} needs soft labels (teacher embedding + class id) but "
                           f"{dataset.rec_path} has class labels; build a soft dataset with "
                           "data_prepare/save_embeddings.py --model TEACHER --data-dir IN --out OUT")
@@ -36,13 +41,17 @@ def open_dataset(cfg):
         raise FaceKDError(f"--loss {cfg.loss} takes class labels but {dataset.rec_path} has soft labels "
                           f"(width {dataset.layout.width}); use a distillation loss or the hard-label dataset")
     cfg.teacher_dim = dataset.layout.teacher_dim
-    if spec.needs_teacher_dim and cfg.teacher_dim != cfg.emb_size:
-        raise FaceKDError(f"--loss {cfg.loss} compares student and teacher embeddings: the soft labels of "
-                          f"{dataset.rec_path} carry {cfg.teacher_dim}-d teacher vectors but --emb-size is "
-                          f"{cfg.emb_size}; set --emb-size {cfg.teacher_dim}")
     if cfg.num_classes != dataset.num_classes:
         cfg.num_classes = dataset.num_classes
     return dataset
+
+
+def check_teacher_dim(cfg, spec, source):
+    """Methods that compare student and teacher embeddings need the same dimension."""
+    if spec.needs_teacher_dim and cfg.teacher_dim != cfg.emb_size:
+        raise FaceKDError(f"--loss {cfg.loss} compares student and teacher embeddings: {source} gives "
+                          f"{cfg.teacher_dim}-d teacher vectors but --emb-size is {cfg.emb_size}; "
+                          f"set --emb-size {cfg.teacher_dim}")
 
 
 def build_symbols(cfg):
@@ -105,10 +114,17 @@ class Trainer:
         self.contexts = get_contexts(args.cpu_contexts)
         self.dataset = open_dataset(cfg)
         self.kv = mx.kvstore.create(cfg.kvstore)
-        self.symbol, self.embedding = build_symbols(cfg)
-        self.arg_params, self.aux_params, self.fixed, self.begin_step = initial_params(cfg, args, self.spec)
         self.batch_size = cfg.per_batch_size * len(self.contexts)
         self.train_iter = self._make_iterator()
+        source = f"the soft labels of {self.dataset.rec_path}"
+        if cfg.get("teacher_schedule"):
+            self.train_iter = ScheduledTeacherIter(self.train_iter, cfg.teacher_schedule, self.contexts,
+                                                   self.batch_size, tuple(cfg.image_shape[:2]))
+            cfg.teacher_dim = self.train_iter.teacher_dim
+            source = f"--teacher-schedule {cfg.teacher_schedule}"
+        check_teacher_dim(cfg, self.spec, source)
+        self.symbol, self.embedding = build_symbols(cfg)
+        self.arg_params, self.aux_params, self.fixed, self.begin_step = initial_params(cfg, args, self.spec)
         self.prefix = run_prefix(cfg)
 
     # ------------------------------------------------------------------ set-up

@@ -1,0 +1,71 @@
+"""Teacher vectors computed on the fly by a scheduled teacher (PocketNet's multi-step KD).
+
+``--teacher-schedule 'prefix,e1|e2|...'``: epoch k of the student embeds its
+(augmented) batches with checkpoint ``e_{k+1}`` of the teacher, the last one for
+every later epoch; the label row becomes ``[teacher vector, class id]`` through
+the one label-layout module.
+"""
+import logging
+
+import mxnet as mx
+
+from ..data import labels
+from ..teacher import Embedder, load_checkpoint, parse_model_list
+
+
+class ScheduledTeacherIter(mx.io.DataIter):
+    """Wraps a training iterator; replaces each batch's label by scheduled-teacher soft labels."""
+
+    def __init__(self, base, schedule_text, contexts, batch_size, image_size):
+        super().__init__(batch_size)
+        self.base = base
+        self.schedule = parse_model_list(schedule_text, flag="--teacher-schedule")
+        self.epoch = 0
+        self._started = False
+        self._current = None
+        self._embedder = None
+        self._contexts, self._batch_size, self._image_size = contexts, batch_size, image_size
+        self._use(0)
+        label_shape = (batch_size, self._embedder.emb_size + 1)
+        self._provide_label = [mx.io.DataDesc("softmax_label", label_shape)]
+
+    @property
+    def teacher_dim(self):
+        return self._embedder.emb_size
+
+    @property
+    def provide_data(self):
+        return self.base.provide_data
+
+    @property
+    def provide_label(self):
+        return self._provide_label
+
+    def _use(self, epoch):
+        prefix, number = self.schedule[min(epoch, len(self.schedule) - 1)]
+        if (prefix, number) == self._current:
+            return
+        if self._embedder is None:
+            self._embedder = Embedder.from_checkpoint(prefix, number, self._contexts, self._batch_size,
+                                                      image_size=self._image_size)
+        else:
+            _, arg_params, aux_params = load_checkpoint(prefix, number)
+            self._embedder.set_params(arg_params, aux_params)
+        self._current = (prefix, number)
+        logging.info("template_kd: epoch %d embeds with teacher %s-%04d", epoch, prefix, number)
+
+    def reset(self):
+        """Called at the start of every epoch after the first: advance the schedule."""
+        if self._started:
+            self.epoch += 1
+        self._started = True
+        self._use(self.epoch)
+        self.base.reset()
+
+    def next(self):
+        batch = self.base.next()
+        images = batch.data[0].asnumpy()
+        cls = labels.class_ids(batch.label[0].asnumpy())
+        soft = labels.make_soft(self._embedder.embed(images), cls)
+        return mx.io.DataBatch(data=batch.data, label=[mx.nd.array(soft)], pad=batch.pad,
+                               provide_data=self.provide_data, provide_label=self.provide_label)
