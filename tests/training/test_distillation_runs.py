@@ -96,3 +96,18 @@ def test_teacher_problems_fail_before_training(soft_dir, teacher_prefix, synthet
     # hard-label dataset given to a distillation loss
     assert "needs soft labels" in _error(_argv("margin_distillation", synthetic_dir, teacher_prefix, tmp_path))
     assert "Epoch[" not in caplog.text  # nothing trained
+
+
+@pytest.mark.slow
+def test_triplet_fine_tunes_from_pretrained_arcface(soft_dir, teacher_prefix, tmp_path, caplog):
+    """As in the seed README: --pretrained ./models/y1-arcface-.../model (its fc7 is not used)."""
+    caplog.set_level("INFO")
+    main(_argv("triplet_distillation_L2", soft_dir, teacher_prefix, tmp_path, 1, "--max-steps", "2",
+               "--verbose", "2", "--ckpt", "2", "--lr", "0.001", "--pretrained", teacher_prefix,
+               "--pretrained-epoch", "1"))
+    assert f"loaded pretrained {teacher_prefix}-0001" in caplog.text
+    _, start, _ = mx.model.load_checkpoint(teacher_prefix, 1)
+    _, tuned, _ = mx.model.load_checkpoint(
+        os.path.join(tmp_path, "y1-triplet_distillation_L2-synthetic_soft", "model"), 1)
+    delta = np.abs(tuned["conv_1_conv2d_weight"].asnumpy() - start["conv_1_conv2d_weight"].asnumpy()).max()
+    assert 0 < delta < 0.5 * np.abs(start["conv_1_conv2d_weight"].asnumpy()).max()  # started from it

@@ -65,3 +65,11 @@ def test_contexts_from_environment():
     assert get_contexts(1, env={"CUDA_VISIBLE_DEVICES": "0,1"}) == [mx.gpu(0), mx.gpu(1)]
     with pytest.raises(FaceKDError, match="--cpu-contexts"):
         get_contexts(0, env={})
+
+
+def test_schedule_positioned_when_resuming(caplog):
+    sched = StepScheduler(0.1, [3, 5], begin_step=4)
+    with caplog.at_level(logging.INFO):
+        assert sched(5) == pytest.approx(0.01)
+        assert sched(6) == pytest.approx(0.001)
+    assert [r.getMessage() for r in caplog.records] == ["lr change to 0.001"]

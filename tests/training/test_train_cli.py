@@ -80,3 +80,36 @@ def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown network 'nonet'" in lines[0] and "y1" in lines[0]
+
+
+@pytest.mark.slow
+def test_resume_continues_steps_schedule_and_numbering(synthetic_dir, tmp_path, caplog):
+    caplog.set_level("INFO")
+    data = link_training_files(synthetic_dir, str(tmp_path / "data"))
+    main(_argv(data, tmp_path, "--max-steps", "2", "--verbose", "2", "--ckpt", "2"))
+    prefix = os.path.join(tmp_path, "y1-arcface-synthetic", "model")
+    _, first, _ = mx.model.load_checkpoint(prefix, 1)
+    caplog.clear()
+    main(_argv(data, tmp_path, "--max-steps", "4", "--verbose", "2", "--ckpt", "2", "--resume"))
+    log = caplog.text
+    assert f"resuming from {prefix}-0001 at step 2" in log
+    assert "lr change to" not in log  # step 2 of --lr-steps passed before the resume: 0.01 throughout
+    assert "Epoch[0] Batch [0-1]" in log and "saving 2" in log and "finished 2 steps" in log
+    _, second, _ = mx.model.load_checkpoint(prefix, 2)
+    assert abs(second["fc7_weight"].asnumpy() - first["fc7_weight"].asnumpy()).max() > 0
+
+
+def test_resume_without_checkpoint_fails(synthetic_dir, tmp_path):
+    assert "--resume" in _error(_argv(synthetic_dir, tmp_path, "--resume"))
+
+
+def test_optimizer_uses_the_resumed_learning_rate(synthetic_dir, tmp_path):
+    """After a resume past an lr step the optimizer's rate is the decayed one, not decayed twice."""
+    from facekd.training.args import parse_args
+    from facekd.training.trainer import Trainer
+
+    args, cfg = parse_args(_argv(synthetic_dir, tmp_path, "--lr", "0.1", "--lr-steps", "2,100"))
+    trainer = Trainer(cfg, args)
+    trainer.begin_step = 5
+    module = trainer._make_module()
+    assert module._optimizer.learning_rate == pytest.approx(0.01)

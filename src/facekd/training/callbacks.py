@@ -35,6 +35,15 @@ class CheckpointPolicy:
         self.highest_last = 0.0
         self.highest_sum = 0.0
 
+    def state(self):
+        return dict(rounds=self.rounds, highest_last=self.highest_last, highest_sum=self.highest_sum)
+
+    def restore(self, meta):
+        """Continue numbering and "highest" from a checkpoint's meta (``--resume``)."""
+        self.rounds = int(meta.get("rounds", 0))
+        self.highest_last = float(meta.get("highest_last", 0.0))
+        self.highest_sum = float(meta.get("highest_sum", 0.0))
+
     def judge(self, accuracies):
         """Record one round; returns (is_highest, save_number or None)."""
         self.rounds += 1
@@ -92,7 +101,7 @@ class VerifyAndSave:
         if number is not None:
             logging.info("saving %d", number)
             keep = {k: v for k, v in arg_params.items() if k not in self.exclude_params}
-            meta = dict(self.meta, step=step, accuracies=record, highest=is_highest)
+            meta = dict(self.meta, step=step, accuracies=record, highest=is_highest, **self.policy.state())
             save_checkpoint(self.prefix, number, self.deploy_symbol, keep, aux_params, meta)
             self.saved.append(number)
         return is_highest

@@ -27,11 +27,11 @@ class StepScheduler(mx.lr_scheduler.LRScheduler):
     Logs ``lr change to <lr>`` when it changes, as insightface users expect.
     """
 
-    def __init__(self, base_lr, steps, factor=0.1):
+    def __init__(self, base_lr, steps, factor=0.1, begin_step=0):
         super().__init__(base_lr=base_lr)
         self.steps = list(steps)
         self.factor = factor
-        self._current = base_lr
+        self._current = self.lr_at(begin_step + 1)  # resuming: no "change" for steps already passed
 
     def lr_at(self, step):
         passed = sum(1 for s in self.steps if step > s)

@@ -79,7 +79,9 @@ def initial_params(cfg, args, spec):
         if epoch is None:
             raise FaceKDError(f"--resume: no checkpoint {prefix}-NNNN.params to resume from")
         _, arg_params, aux_params = load_checkpoint(prefix, epoch)
-        begin_step = int(read_meta(prefix, epoch).get("step", 0))
+        meta = read_meta(prefix, epoch)
+        begin_step = int(meta.get("step", 0))
+        cfg.resume_meta = meta
         logging.info("resuming from %s-%04d at step %d", prefix, epoch, begin_step)
     elif args.pretrained:
         _, arg_params, aux_params = load_checkpoint(args.pretrained, args.pretrained_epoch)
@@ -168,10 +170,10 @@ class Trainer:
         module.init_params(initializer=symbols.network_initializer(cfg), arg_params=self.arg_params,
                            aux_params=self.aux_params, allow_missing=True, allow_extra=True)
         workers = self.kv.num_workers if "dist" in self.kv.type and "sync" in self.kv.type else 1
-        scheduler = StepScheduler(cfg.lr, self.lr_steps)
-        scheduler(self.begin_step + 1)  # position the schedule when resuming
+        scheduler = StepScheduler(cfg.lr, self.lr_steps, begin_step=self.begin_step)
+        # The optimizer sets the scheduler's base_lr to learning_rate: pass the base, not the current lr.
         module.init_optimizer(kvstore=self.kv, optimizer="sgd", optimizer_params=dict(
-            learning_rate=scheduler.lr_at(self.begin_step + 1), momentum=cfg.mom, wd=cfg.wd,
+            learning_rate=cfg.lr, momentum=cfg.mom, wd=cfg.wd,
             rescale_grad=1.0 / (len(self.contexts) * workers), lr_scheduler=scheduler,
             begin_num_update=self.begin_step))
         return module
@@ -185,7 +187,9 @@ class Trainer:
         embedder = Embedder(self.embedding, self.arg_params, self.aux_params, self.contexts,
                             vbatch * len(self.contexts), image_size=image_size) if targets else None
         exclude = [self.spec.teacher_centres] if self.spec.teacher_centres == "teacher_fc7_weight" else []
-        return VerifyAndSave(self.prefix, CheckpointPolicy(cfg.ckpt), targets, embedder, self.embedding,
+        policy = CheckpointPolicy(cfg.ckpt)
+        policy.restore(cfg.get("resume_meta") or {})
+        return VerifyAndSave(self.prefix, policy, targets, embedder, self.embedding,
                              vbatch * len(self.contexts), exclude_params=exclude,
                              meta=dict(network=cfg.network, loss=cfg.loss, dataset=cfg.dataset))
 
@@ -197,7 +201,11 @@ class Trainer:
                      self.contexts, self.batch_size, cfg.per_batch_size, self.dataset.num_images,
                      cfg.num_classes, cfg.loss)
         self.module = self._make_module()
-        verifier = self._make_verifier()
+        if self.kv.num_workers > 1:
+            logging.info("worker %d of %d (kvstore %s): reading shard %d of the images",
+                         self.kv.rank, self.kv.num_workers, self.kv.type, self.kv.rank)
+        # Across machines every worker holds the same weights: the first one verifies and saves.
+        verifier = self._make_verifier() if self.kv.rank == 0 else None
         metric = mx.metric.CompositeEvalMetric(self.spec.metrics(cfg))
         speedometer = mx.callback.Speedometer(self.batch_size, cfg.frequent, auto_reset=True)
         lr_log = LrBatchEpochLog(self.module._optimizer)
@@ -215,14 +223,14 @@ class Trainer:
                 speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch, eval_metric=metric,
                                                    locals=None))
                 lr_log(nbatch, epoch)
-                if step % cfg.verbose == 0:
+                if step % cfg.verbose == 0 and verifier is not None:
                     verifier(step, self.module)
                     last_verified = step
                 if cfg.max_steps and step >= cfg.max_steps:
                     break
             if cfg.max_steps and step >= cfg.max_steps:
                 break
-        if last_verified != step and cfg.ckpt:
+        if last_verified != step and cfg.ckpt and verifier is not None:
             verifier(step, self.module)
         logging.info("finished %d steps in %.1fs", step - self.begin_step, time.time() - start)
         self.final_step = step
