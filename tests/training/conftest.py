@@ -1,4 +1,8 @@
 """Fixtures of the training tests: a soft-labelled copy of the tiny set and a teacher checkpoint."""
+import glob
+import os
+import shutil
+
 import numpy as np
 import pytest
 
@@ -11,12 +15,14 @@ from trainhelpers import link_training_files
 
 @pytest.fixture(scope="session")
 def soft_dir(synthetic_dir, tmp_path_factory):
-    """The tiny synthetic set with 512-d 'teacher' vectors as soft labels, no targets."""
+    """The tiny synthetic set with 512-d 'teacher' vectors as soft labels, and its .bin targets."""
     out = tmp_path_factory.mktemp("soft") / "data"
     rng = np.random.default_rng(0)
     with RecordDataset(synthetic_dir) as src, RecordDatasetWriter(out, num_classes=src.num_classes) as dst:
         for _, label, payload in src.iter_records():
             dst.add(make_soft(rng.normal(size=(1, 512)), [label[0]])[0], payload)
+    for target in glob.glob(os.path.join(synthetic_dir, "*.bin")):
+        shutil.copy(target, out)
     return out
 
 

@@ -22,8 +22,9 @@ def test_dist_sync_two_workers_on_loopback(synthetic_dir, tmp_path):
                DMLC_NUM_SERVER="1", DMLC_NUM_WORKER="2", PS_VERBOSE="0", OMP_NUM_THREADS="1")
     env.pop("CUDA_VISIBLE_DEVICES", None)
     # Importing mxnet with DMLC_ROLE=scheduler/server runs that role until the workers finish.
+    # The server unpickles the workers' optimizer (with the lr schedule) and runs the updates.
     roles = [subprocess.Popen([sys.executable, "-c", "import mxnet"], env=dict(env, DMLC_ROLE=role),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for role in ("scheduler", "server")]
     argv = [sys.executable, os.path.join(ROOT, "recognition", "train.py"), "--network", "y1", "--loss",
             "arcface", "--dataset", "synthetic", "--data-dir", str(synthetic_dir), "--models-root",
@@ -33,14 +34,16 @@ def test_dist_sync_two_workers_on_loopback(synthetic_dir, tmp_path):
                                 stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     try:
         logs = [w.communicate(timeout=240)[0] for w in workers]
-        for proc in roles:
-            proc.wait(timeout=60)
+        server_log = roles[1].communicate(timeout=60)[0]
+        roles[0].wait(timeout=60)
     finally:
         for proc in workers + roles:
             if proc.poll() is None:
                 proc.kill()
     for w, log in zip(workers, logs):
         assert w.returncode == 0, log[-2000:]
+    assert "Traceback" not in server_log and "Exception" not in server_log, server_log[-2000:]
+    assert "lr change to 0.01" in server_log  # --lr-steps 2: the schedule runs on the server
     assert sorted("worker 0 of 2" in log for log in logs) == [False, True]
     assert sorted("worker 1 of 2" in log for log in logs) == [False, True]
     first = logs[0] if "worker 0 of 2" in logs[0] else logs[1]

@@ -61,6 +61,7 @@ def test_method_trains_and_saves(method, contexts, soft_dir, teacher_prefix, tmp
     assert "fc1_output" in sym.get_internals().list_outputs()
     assert "teacher_fc7_weight" not in arg_params  # the teacher's matrix is not the student's
     assert "lossvalue=" in caplog.text
+    assert "[synth_easy][2]Accuracy-Flip" in caplog.text  # verification binds before any weights exist
     for line in caplog.text.splitlines():
         if "lossvalue=" in line:
             assert np.isfinite(float(line.split("lossvalue=")[1].split()[0]))

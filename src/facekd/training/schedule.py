@@ -1,7 +1,9 @@
 """Learning-rate schedule that lives in the optimizer (so parameter servers run it too)."""
 import logging
 
-import mxnet as mx
+# Import the class itself: a parameter server unpickles this scheduler while `import mxnet`
+# is still running, when `mx.lr_scheduler` is not yet an attribute of the package.
+from mxnet.lr_scheduler import LRScheduler
 
 from ..errors import FaceKDError
 
@@ -20,7 +22,7 @@ def parse_lr_steps(text):
     return steps
 
 
-class StepScheduler(mx.lr_scheduler.LRScheduler):
+class StepScheduler(LRScheduler):
     """Multiply the learning rate by ``factor`` at each global step in ``steps``.
 
     ``num_update`` is the optimizer's update count, i.e. the global step (from 1).

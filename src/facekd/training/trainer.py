@@ -140,7 +140,7 @@ class Trainer:
             return triplet.TripletIter(
                 self.dataset, per_device_batch=cfg.per_batch_size, num_devices=len(self.contexts),
                 images_per_identity=cfg.images_per_identity, bag_size=cfg.triplet_bag_size,
-                alpha=cfg.triplet_alpha, embed_fn=self._embed_for_mining, before_bag=self._refresh_mining,
+                alpha=cfg.triplet_alpha, max_ap=cfg.triplet_max_ap, embed_fn=self._embed_for_mining, before_bag=self._refresh_mining,
                 rand_mirror=cfg.data_rand_mirror, decode_threads=self.args.decode_threads, **common)
         return iterators.FaceImageIter(
             self.dataset, batch_size=self.batch_size, data_shape=(3,) + tuple(cfg.image_shape[:2]),
@@ -151,8 +151,7 @@ class Trainer:
     def _refresh_mining(self):
         """Before each triplet bag: the mining embedder takes the student's current weights."""
         if self._mining_embedder is None:
-            self._mining_embedder = Embedder(self.embedding, self.arg_params, self.aux_params,
-                                             self.contexts, self.batch_size,
+            self._mining_embedder = Embedder(self.embedding, {}, {}, self.contexts, self.batch_size,
                                              image_size=tuple(self.cfg.image_shape[:2]))
         if getattr(self, "module", None) is not None and self.module.params_initialized:
             self._mining_embedder.set_params(*self.module.get_params())
@@ -184,8 +183,9 @@ class Trainer:
         image_size = tuple(cfg.image_shape[:2])
         targets = [verification.load_target(p, image_size) for p in paths]
         vbatch = self.args.verification_batch_size or cfg.per_batch_size
-        embedder = Embedder(self.embedding, self.arg_params, self.aux_params, self.contexts,
-                            vbatch * len(self.contexts), image_size=image_size) if targets else None
+        # Bound without weights: every round copies the module's current ones.
+        embedder = Embedder(self.embedding, {}, {}, self.contexts, vbatch * len(self.contexts),
+                            image_size=image_size) if targets else None
         exclude = [self.spec.teacher_centres] if self.spec.teacher_centres == "teacher_fc7_weight" else []
         policy = CheckpointPolicy(cfg.ckpt)
         policy.restore(cfg.get("resume_meta") or {})
