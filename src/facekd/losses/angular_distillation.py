@@ -15,12 +15,13 @@ def metrics(cfg):
 
 @register_loss("angular_distillation", metrics, label="soft", needs_teacher_dim=True)
 def angular_distillation(embedding, label, cfg):
+    import mxnet as mx
+
     alpha = float(common.require(cfg, "alpha", positive=False))
     teacher, cls = common.soft_label(label, cfg)
     unit, logits = student_margin_logits(embedding, cls, cfg)
-    prob, monitors = classification(logits, cls)
+    prob, ce, acc = classification(logits, cls)
     angle_term = common.mean_one_minus_cos(unit, common.l2_normalize(teacher))
-    distill = common.mean_loss(angle_term, alpha, name="angular_loss")
-    monitors["lossvalue"] = monitors["lossvalue"] + alpha * angle_term
-    monitors["cos"] = angle_term
-    return common.head_outputs([prob, distill], monitors)
+    distill = mx.sym.BlockGrad(angle_term, name="angular_loss")
+    return common.head_outputs([prob, distill], {"acc": acc, "lossvalue": ce + alpha * angle_term,
+                                                 "cos": angle_term})

@@ -6,6 +6,11 @@ reference): cos θ is clipped into [−1+ε, 1−ε] before arccos, and where
 m1·θ + m2 > π the target follows the continuous, decreasing fallback
 cos θ − cos θ0 − 1 − m3 with θ0 = (π − m2)/m1 (so it never exceeds the
 margin-free logit). Elsewhere the value is the unguarded formula.
+
+Cost at 85,742 classes (docs/performance.md): the trainable centres are
+normalised in the (B x C) output, 1/||W_j|| coming from a matrix-vector product,
+instead of an ``L2Normalization`` of the (C x d) matrix, whose backward is slow;
+the cross-entropy is ``log_softmax`` + ``pick`` instead of ``SoftmaxOutput``.
 """
 import math
 
@@ -51,9 +56,20 @@ def replace_targets(logits, cls, target, num_classes):
     return mx.sym.reshape(flat, shape=(-1, int(num_classes)))
 
 
+def apply_margin(logits, cls, num_classes, s, m1=1.0, m2=0.0, m3=0.0):
+    """``logits`` (s·cos θ, B x C) with the margin applied to each row's target class."""
+    import mxnet as mx
+
+    if m1 == 1.0 and _is_zero(m2) and m3 == 0:
+        return logits
+    cos_t = mx.sym.pick(logits, cls, axis=1) / s
+    target = margin_target(cos_t, m1, m2, m3) * s
+    return replace_targets(logits, cls, target, num_classes)
+
+
 def margin_logits(unit_embedding, unit_centres, cls, num_classes, s, m1=1.0, m2=0.0, m3=0.0,
                   name="fc7"):
-    """Scaled cosine logits s·cos θ (B x C) with the margin applied to each row's target class.
+    """Margin logits on row-normalised centres (a frozen teacher's, normalised once by the trainer).
 
     ``unit_embedding`` (B x d) and ``unit_centres`` (C x d) must be row-normalised.
     """
@@ -61,11 +77,32 @@ def margin_logits(unit_embedding, unit_centres, cls, num_classes, s, m1=1.0, m2=
 
     logits = mx.sym.FullyConnected(unit_embedding * s, unit_centres, no_bias=True,
                                    num_hidden=int(num_classes), name=name)
-    if m1 == 1.0 and _is_zero(m2) and m3 == 0:
-        return logits
-    cos_t = mx.sym.pick(logits, cls, axis=1) / s
-    target = margin_target(cos_t, m1, m2, m3) * s
-    return replace_targets(logits, cls, target, num_classes)
+    return apply_margin(logits, cls, num_classes, s, m1, m2, m3)
+
+
+NORM_EPS = 1e-10  # as L2Normalization: ||w|| = sqrt(sum w² + eps)
+
+
+def cosine_logits(unit_embedding, weight, cls, num_classes, dim, s, name="fc7"):
+    """s·ê_i·W_j/||W_j|| (B x C) for a trainable (C x d) ``weight``, value and gradient exact.
+
+    Normalising the (C x d) matrix costs a (C x d) temporary forward and a slow backward; here
+    the column scale 1/||W_j|| is applied to the (B x C) product instead. ||W_j||² is a
+    matrix-vector product with squares of W, and the scale is broadcast over the batch by a
+    rank-one product (ones (B x 1) · scale (1 x C)): their gradients are then matrix products
+    too, where a broadcast multiply would reduce its gradient with MXNet's slow CPU reduction.
+    """
+    import mxnet as mx
+
+    num_classes, dim = int(num_classes), int(dim)
+    squares = mx.sym.FullyConnected(mx.sym.ones(shape=(1, dim)), mx.sym.square(weight), no_bias=True,
+                                    num_hidden=num_classes)
+    inverse_norm = mx.sym.reshape(mx.sym.rsqrt(squares + NORM_EPS), shape=(num_classes, 1))
+    ones = mx.sym.ones_like(mx.sym.reshape(cls, shape=(-1, 1)))  # (B, 1), no gradient
+    column_scale = mx.sym.FullyConnected(ones, inverse_norm, no_bias=True, num_hidden=num_classes)
+    raw = mx.sym.FullyConnected(unit_embedding * s, weight, no_bias=True, num_hidden=num_classes,
+                                name=name)
+    return raw * column_scale
 
 
 def margin_config(cfg):
@@ -78,14 +115,21 @@ def student_margin_logits(embedding, cls, cfg, name="fc7"):
     """(row-normalised embedding, margin logits on the trainable ``fc7_weight``)."""
     s, m1, m2, m3 = margin_config(cfg)
     unit = common.l2_normalize(embedding)
-    centres = common.l2_normalize(common.class_centres(cfg))
-    return unit, margin_logits(unit, centres, cls, cfg.num_classes, s, m1, m2, m3, name=name)
+    logits = cosine_logits(unit, common.class_centres(cfg), cls, cfg.num_classes, cfg.emb_size, s,
+                           name=name)
+    return unit, apply_margin(logits, cls, cfg.num_classes, s, m1, m2, m3)
 
 
-def classification(logits, cls, grad_scale=1.0):
-    """(softmax output, monitors {acc, lossvalue=mean CE}) of a cross-entropy on ``logits``."""
-    prob = common.softmax_ce(logits, cls, grad_scale=grad_scale)
-    return prob, {"acc": common.accuracy(prob, cls), "lossvalue": common.cross_entropy(prob, cls)}
+def classification(logits, cls):
+    """(probability output (B x C, BlockGrad'ed), mean cross-entropy, accuracy) of ``logits``.
+
+    The cross-entropy is a plain symbol: the head adds it into its objective (the
+    ``lossvalue`` monitor, emitted as the MakeLoss), which gives the gradient of
+    ``SoftmaxOutput`` (normalization 'valid') for weight 1.
+    """
+    log_prob = common.log_softmax(logits)
+    return (common.probabilities(logits), common.cross_entropy(log_prob, cls),
+            common.accuracy(logits, cls))
 
 
 MONITORS = ("acc", "lossvalue")
@@ -108,8 +152,8 @@ def softmax(embedding, label, cfg):
     else:
         bias = mx.sym.Variable("fc7_bias", lr_mult=2.0, wd_mult=0.0)
         logits = mx.sym.FullyConnected(embedding, weight, bias, num_hidden=num_classes, name="fc7")
-    prob, monitors = classification(logits, label)
-    return common.head_outputs([prob], monitors)
+    prob, ce, acc = classification(logits, label)
+    return common.head_outputs([prob], {"acc": acc, "lossvalue": ce})
 
 
 @register_loss("nsoftmax", classification_metrics)
@@ -119,5 +163,5 @@ def softmax(embedding, label, cfg):
 def margin_softmax(embedding, label, cfg):
     """Normalised softmax with the (m1, m2, m3) margins of the config (s = loss_s)."""
     _, logits = student_margin_logits(embedding, label, cfg)
-    prob, monitors = classification(logits, label)
-    return common.head_outputs([prob], monitors)
+    prob, ce, acc = classification(logits, label)
+    return common.head_outputs([prob], {"acc": acc, "lossvalue": ce})

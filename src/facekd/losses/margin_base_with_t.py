@@ -6,12 +6,12 @@ and the teacher's row-normalised, frozen ``teacher_fc7_weight``.
 
     L = (1 − α)·CE(z^s, y) + α·T²·KL(softmax(z^t/T) || softmax(z^s/T))
 
-The KD term is a SoftmaxOutput on z^s/T whose label is the (BlockGrad'ed)
-probability matrix softmax(z^t/T). MXNet ignores ``normalization`` when the
-label is a distribution (its gradient is grad_scale·(p − q), not divided by
-B), so the weight is α·T²/B with B = per_batch_size; the graph is pinned to
-that batch size so a different binding fails instead of mis-scaling. The
-chain through z^s/T supplies the remaining 1/T: dL/dz^s = α·T·(p − q)/B.
+Both terms are batch means in one objective (the ``lossvalue`` monitor, the
+head's MakeLoss), so dL/dz^s = (1 − α)(p − onehot)/B + α·T·(p_T − q)/B. The KL
+is Σ q·(log q − log p_T) / B with q = softmax(z^t/T) BlockGrad'ed (z^t/T built
+directly at scale s/T), log p_T = log_softmax(z^s/T), and the (B x C) sum is
+one BLAS dot of the flattened matrices.
+The graph is pinned to ``per_batch_size`` (binding another batch fails).
 """
 from . import common, register_loss
 from .margin import classification, margin_config, margin_logits, student_margin_logits
@@ -25,14 +25,19 @@ def metrics(cfg):
     return monitor_metrics(2, MONITORS)
 
 
-def kl_divergence(target_prob, prob):
-    """Mean over rows of KL(target || prob) from two probability matrices (monitor only)."""
+def kl_divergence(teacher_logits, student_logits, temperature, batch):
+    """Mean over the batch of KL(softmax(teacher) || softmax(student / T)); gradient to the student only.
+
+    ``teacher_logits`` are already divided by T. The student's are divided explicitly: the
+    ``temperature`` argument of ``log_softmax`` leaves oneDNN for a much slower kernel. One BLAS
+    dot of the flattened (B x C) matrices sums the batch.
+    """
     import mxnet as mx
 
-    def log(x):
-        return mx.sym.log(mx.sym.maximum(x, common.PROB_FLOOR))
-
-    return common.batch_mean(mx.sym.sum(target_prob * (log(target_prob) - log(prob)), axis=1))
+    log_q = mx.sym.BlockGrad(common.log_softmax(teacher_logits))
+    q = mx.sym.BlockGrad(mx.sym.softmax(teacher_logits, axis=1))
+    log_p = common.log_softmax(student_logits / float(temperature))
+    return mx.sym.reshape(common.flat_dot(q, log_q - log_p), shape=(1,)) / batch
 
 
 @register_loss("margin_base_with_T", metrics, label="soft", teacher_centres=CENTRES,
@@ -48,17 +53,17 @@ def margin_base_with_t(embedding, label, cfg):
     teacher, cls = common.soft_label(label, cfg)
 
     unit, student = student_margin_logits(embedding, cls, cfg)
+    student = mx.sym.reshape(student, shape=(batch, num_classes))  # pinned batch size
     unit_teacher = common.l2_normalize(teacher)
-    teacher_centres = common.frozen_centres(cfg, CENTRES, common.teacher_dim(cfg))
-    teacher_logits = margin_logits(unit_teacher, teacher_centres, cls, num_classes, s, m1, m2, m3,
-                                   name="teacher_fc7")
-    target_prob = mx.sym.BlockGrad(mx.sym.softmax(teacher_logits / temperature, axis=1))
+    # the teacher's logits reach the loss only through BlockGrad'ed q and log q
+    teacher_centres = common.frozen_centres(cfg, CENTRES, common.teacher_dim(cfg), block=False)
+    # z^t / T directly: the margin logits at scale s / T
+    teacher_logits = margin_logits(unit_teacher, teacher_centres, cls, num_classes, s / temperature,
+                                   m1, m2, m3, name="teacher_fc7")
 
-    prob, monitors = classification(student, cls, grad_scale=1.0 - alpha)
-    student_t = mx.sym.reshape(student / temperature, shape=(batch, num_classes))
-    kd_prob = mx.sym.SoftmaxOutput(student_t, target_prob, grad_scale=alpha * temperature ** 2 / batch,
-                                   name="kd_softmax")
-    kl = kl_divergence(target_prob, kd_prob)
-    monitors["lossvalue"] = (1.0 - alpha) * monitors["lossvalue"] + alpha * temperature ** 2 * kl
-    monitors["cos"] = common.mean_one_minus_cos(unit, unit_teacher)
-    return common.head_outputs([prob, kd_prob], monitors)
+    prob, ce, acc = classification(student, cls)
+    kl = kl_divergence(teacher_logits, student, temperature, batch)
+    distill = mx.sym.BlockGrad(kl, name="kd_loss")
+    objective = (1.0 - alpha) * ce + alpha * temperature ** 2 * kl
+    return common.head_outputs([prob, distill], {"acc": acc, "lossvalue": objective,
+                                                 "cos": common.mean_one_minus_cos(unit, unit_teacher)})

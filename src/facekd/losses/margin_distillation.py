@@ -43,6 +43,6 @@ def margin_distillation(embedding, label, cfg):
     margins = sample_margins(teacher_cos, m_min, m_max)
     unit = common.l2_normalize(embedding)
     logits = margin_logits(unit, centres, cls, cfg.num_classes, s, 1.0, margins, 0.0)
-    prob, monitors = classification(logits, cls)
-    monitors["cos"] = common.mean_one_minus_cos(unit, unit_teacher)
-    return common.head_outputs([prob], monitors)
+    prob, ce, acc = classification(logits, cls)
+    return common.head_outputs([prob], {"acc": acc, "lossvalue": ce,
+                                        "cos": common.mean_one_minus_cos(unit, unit_teacher)})

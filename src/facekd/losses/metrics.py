@@ -2,11 +2,12 @@
 
 Each head computes its monitors in the graph (``acc``: argmax of the
 margin-adjusted logits against the class id, or the fraction of triplets with
-d_ap < d_an; ``lossvalue``: the loss over the device batch; ``cos``: mean
-1 - cos(student, teacher)) as BlockGrad'ed scalars, so a metric copies one
-number per device instead of a (B x C) probability matrix.
+d_ap < d_an; ``lossvalue``: the head's whole objective over the device batch,
+which is also its MakeLoss; ``cos``: mean 1 - cos(student, teacher)) as
+scalars, so a metric copies one number per device instead of a (B x C)
+probability matrix.
 
-The outputs of ``build_head`` are [embedding, loss outputs..., monitors...].
+The outputs of ``build_head`` are [embedding, the head's slots..., monitors...].
 """
 import mxnet as mx
 

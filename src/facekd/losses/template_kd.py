@@ -23,9 +23,8 @@ def template_kd(embedding, label, cfg):
     teacher, cls = common.soft_label(label, cfg)
     unit, logits = student_margin_logits(embedding, cls, cfg)
     unit_teacher = common.l2_normalize(teacher)
-    prob, monitors = classification(logits, cls)
+    prob, ce, acc = classification(logits, cls)
     mse = common.batch_mean(mx.sym.square(unit - unit_teacher))
-    distill = common.mean_loss(mse, weight, name="template_loss")
-    monitors["lossvalue"] = monitors["lossvalue"] + weight * mse
-    monitors["cos"] = common.mean_one_minus_cos(unit, unit_teacher)
-    return common.head_outputs([prob, distill], monitors)
+    distill = mx.sym.BlockGrad(mse, name="template_loss")
+    return common.head_outputs([prob, distill], {"acc": acc, "lossvalue": ce + weight * mse,
+                                                 "cos": common.mean_one_minus_cos(unit, unit_teacher)})

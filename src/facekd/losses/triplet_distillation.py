@@ -60,9 +60,8 @@ def triplet_loss(embedding, label, cfg, distance):
     gap = mx.sym.relu(distance(ta, tn) - distance(ta, tp))
     margin = adaptive_margin(gap, m_min, m_max)
     value = common.batch_mean(mx.sym.relu(d_ap - d_an + margin))
-    loss = common.mean_loss(value, 1.0, name="triplet_loss")
-    monitors = {"acc": common.batch_mean(d_ap < d_an), "lossvalue": value}
-    return common.head_outputs([loss], monitors)
+    loss = mx.sym.BlockGrad(value, name="triplet_loss")
+    return common.head_outputs([loss], {"acc": common.batch_mean(d_ap < d_an), "lossvalue": value})
 
 
 def metrics(cfg):

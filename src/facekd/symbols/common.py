@@ -88,19 +88,30 @@ def embedding_bn(x, cfg, eps=EMBEDDING_EPS, fix_gamma=True):
 
 
 # ----------------------------------------------------------------------------- heads
+def pre_fc1(body, cfg):
+    """Flatten, then the FullyConnected ``pre_fc1`` (``emb_size`` outputs).
+
+    The explicit Flatten (no parameters; FullyConnected flattens anyway) avoids an MXNet 1.9.1
+    bug of the fused CPU (MKLDNN) inference graph, where a FullyConnected fed directly by a 4-D
+    output fails from the second forward on ("We can't generate TBlob for MKLDNN data"), so the
+    saved graphs run fused as they are. ``facekd.teacher.flatten_fc_inputs`` still does the same
+    for checkpoints made elsewhere.
+    """
+    body = mx.sym.Flatten(data=body, name="pre_fc1_flatten")
+    return mx.sym.FullyConnected(data=body, num_hidden=positive_int(cfg, "emb_size"), name="pre_fc1")
+
+
 def head_gdc(body, cfg, channels):
     """GDC: depthwise 7x7 Linear over the map, FullyConnected ``pre_fc1``, BN ``fc1``."""
     body = conv_bn(body, channels, kernel=(7, 7), num_group=channels, name="conv_6dw7_7", cfg=cfg)
-    body = mx.sym.FullyConnected(data=body, num_hidden=positive_int(cfg, "emb_size"), name="pre_fc1")
-    return embedding_bn(body, cfg)
+    return embedding_bn(pre_fc1(body, cfg), cfg)
 
 
 def _head_bn_fc(body, cfg, dropout):
     body = batchnorm(body, "bn1", bn_momentum(cfg))
     if dropout:
         body = mx.sym.Dropout(data=body, p=dropout)
-    body = mx.sym.FullyConnected(data=body, num_hidden=positive_int(cfg, "emb_size"), name="pre_fc1")
-    return embedding_bn(body, cfg)
+    return embedding_bn(pre_fc1(body, cfg), cfg)
 
 
 def head_e(body, cfg, channels):
