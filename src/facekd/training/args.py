@@ -7,6 +7,7 @@ from .. import config as tables
 _OVERRIDES = {
     # flag dest      : (config key, type, help)
     "emb_size": ("emb_size", int, "embedding size of the network"),
+    "net_act": ("net_act", str, "activation of the network (relu, prelu, ...)"),
     "loss_s": ("loss_s", float, "scale s of the margin logits"),
     "loss_m1": ("loss_m1", float, "multiplicative angular margin m1"),
     "loss_m2": ("loss_m2", float, "additive angular margin m2 (arcface)"),
