@@ -41,8 +41,7 @@ def open_dataset(cfg):
         raise FaceKDError(f"--loss {cfg.loss} takes class labels but {dataset.rec_path} has soft labels "
                           f"(width {dataset.layout.width}); use a distillation loss or the hard-label dataset")
     cfg.teacher_dim = dataset.layout.teacher_dim
-    if cfg.num_classes != dataset.num_classes:
-        cfg.num_classes = dataset.num_classes
+    cfg.num_classes = dataset.num_classes  # the data's `property` is the truth
     return dataset
 
 
