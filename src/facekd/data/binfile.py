@@ -10,6 +10,7 @@ import pickle
 import numpy as np
 
 from ..errors import FaceKDError
+from ..atomic import atomic_path
 
 
 def _as_bytes(item, path, i):
@@ -43,15 +44,8 @@ def _validate(obj, path):
 def save_bin(path, bins, issame):
     """Write ``(bins, issame)`` with the highest pickle protocol, atomically."""
     bins, issame = _validate((list(bins), list(issame)), path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            pickle.dump((bins, issame), f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        pickle.dump((bins, issame), f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def load_bin(path):

@@ -13,6 +13,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from ..errors import FaceKDError
+from ..atomic import atomic_path
 
 
 @dataclass
@@ -112,16 +113,9 @@ def read_lst(path):
 
 def write_lst(path, entries):
     """Write entries to ``path`` atomically (temporary name, then rename)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for entry in entries:
-                f.write(format_line(entry) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for entry in entries:
+            f.write(format_line(entry) + "\n")
 
 
 def resolve(entry, lst_path):

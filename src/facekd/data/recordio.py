@@ -21,6 +21,7 @@ from ..config import read_property
 from ..errors import FaceKDError
 from . import labels as L
 from .images import decode
+from ..atomic import atomic_path
 
 FLOAT32_EXACT = 2 ** 24  # keys and class ids are stored as float32 labels
 _LABEL_SAMPLE = 16  # image labels checked on open, besides the first and the last
@@ -28,11 +29,8 @@ _LABEL_SAMPLE = 16  # image labels checked on open, besides the first and the la
 
 def write_property(folder, num_classes, height, width):
     """Write ``folder/property`` (``num_classes,height,width``) atomically."""
-    path = os.path.join(folder, "property")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_path(os.path.join(folder, "property")) as tmp, open(tmp, "w") as f:
         f.write(f"{int(num_classes)},{int(height)},{int(width)}\n")
-    os.replace(tmp, path)
 
 
 def read_index(idx_path):

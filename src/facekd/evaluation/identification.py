@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import FaceKDError
 from .verification import l2_normalize
+from ..atomic import atomic_path
 
 CV_32F = 5
 MEGAFACE_FAR = 1e-6
@@ -34,16 +35,9 @@ class IdentificationRow:
 def write_feature(path, vector):
     """One MegaFace feature file (rows = d, cols = 1), written atomically."""
     vec = np.asarray(vector, dtype=np.float32).reshape(-1)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(np.array([vec.size, 1, 4, CV_32F], dtype="<i4").tobytes())
-            f.write(vec.astype("<f4").tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(np.array([vec.size, 1, 4, CV_32F], dtype="<i4").tobytes())
+        f.write(vec.astype("<f4").tobytes())
 
 
 def read_feature(path):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import FaceKDError
+from ..atomic import atomic_path
 
 _SPEED = re.compile(r"Epoch\[(\d+)\]\s+Batch\s*\[(\d+)-(\d+)\]\s+Speed:\s*([0-9.eE+-]+)\s*samples/sec(.*)")
 _METRIC = re.compile(r"([A-Za-z_][\w-]*)=([-+0-9.eE]+|nan|inf)")
@@ -84,14 +85,11 @@ def check_output(path):
 def _save(fig, path):
     """Write the figure as PNG under a temporary name, then rename it into place."""
     plt = _pyplot()
-    tmp = f"{path}.tmp{os.getpid()}"
     try:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import FaceKDError
 from ..teacher import load_checkpoint, parse_model_arg
+from ..atomic import atomic_path
 
 
 def save_checkpoint(prefix, epoch, symbol, arg_params, aux_params, meta=None):
@@ -22,13 +23,8 @@ def save_checkpoint(prefix, epoch, symbol, arg_params, aux_params, meta=None):
     if meta is not None:
         targets["%s-%04d.json" % (prefix, epoch)] = lambda p: _write_json(p, meta)
     for final, write in targets.items():
-        tmp = final + ".tmp"
-        try:
+        with atomic_path(final) as tmp:
             write(tmp)
-            os.replace(tmp, final)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
     logging.info("Saved checkpoint to \"%s-%04d.params\"", prefix, epoch)
 
 

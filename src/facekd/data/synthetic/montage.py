@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 from ...errors import FaceKDError
+from ...atomic import atomic_path
 
 MontageRow = namedtuple("MontageRow", "label images marks")
 """One row: a text label, RGB uint8 images, and per image an RGB strip colour or None."""
@@ -56,12 +57,5 @@ def save_png(path, rgb):
         raise FaceKDError(f"--montage {path}: OpenCV could not encode the montage")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(buf.tobytes())
