@@ -103,6 +103,7 @@ def bind_row(args, loss, rng):
     import mxnet as mx
 
     from facekd import losses, symbols
+    from facekd.training import optimizer
 
     cfg = head_config(args, loss)
     spec = None if loss == BACKBONE else losses.get_loss(loss)
@@ -121,9 +122,8 @@ def bind_row(args, loss, rng):
         arg_params[fixed[0]] = mx.nd.array(centres.astype(np.float32))
     module.init_params(initializer=symbols.network_initializer(cfg), arg_params=arg_params,
                        allow_missing=True)
-    module.init_optimizer(kvstore=mx.kvstore.create(cfg["kvstore"]), optimizer="sgd",
-                          optimizer_params=dict(learning_rate=args.lr, momentum=cfg["mom"], wd=cfg["wd"],
-                                                rescale_grad=1.0))
+    optimizer.init_sgd(module, mx.kvstore.create(cfg["kvstore"]), learning_rate=args.lr, momentum=cfg["mom"],
+                       wd=cfg["wd"], rescale_grad=1.0)
     return module, cfg, soft
 
 

@@ -1,3 +1,6 @@
 """facekd: knowledge distillation for lightweight face recognition (insightface MXNet workflow)."""
+from .runtime import configure_openmp
 
 __version__ = "0.1.0"
+
+configure_openmp()  # before any facekd module imports mxnet: one OpenMP thread per physical core

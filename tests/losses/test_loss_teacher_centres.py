@@ -75,8 +75,9 @@ def test_margin_base_with_t_adversarial_is_finite():
 
 # ----------------------------------------------------------------------------- margin_distillation
 def run_md(e, wt, t, y, **kw):
+    # as the trainer binds it: the teacher's centres are a fixed parameter (no gradient)
     return run_head(make_cfg("margin_distillation", **kw), f32(e), soft_labels(t, y),
-                    {"fc7_weight": f32(wt)}, grads=("data", "fc7_weight"))
+                    {"fc7_weight": f32(wt)}, grads=("data",))
 
 
 def check_md(e, wt, t, y, m_min=0.2, m_max=0.5):
@@ -90,8 +91,18 @@ def check_md(e, wt, t, y, m_min=0.2, m_max=0.5):
     assert_close(values["cos"], ref.one_minus_cos(e, t))
     assert values["acc"] == pytest.approx(ref.accuracy(logits, y))
     assert_close(grads["data"], ref.numeric_grad(f, e))
-    assert not grads["fc7_weight"].any()  # the teacher's centres are frozen
     return values
+
+
+@pytest.mark.parametrize("loss,centres", [("margin_distillation", "fc7_weight"),
+                                          ("margin_base_with_T", "teacher_fc7_weight")])
+def test_teacher_centres_have_no_learning_rate_or_decay(loss, centres):
+    from facekd.losses import build_head
+
+    sym = build_head(mx.sym.Variable("data"), mx.sym.Variable("softmax_label"), make_cfg(loss))
+    attrs = sym.attr_dict()[centres]
+    assert float(attrs["__lr_mult__"]) == 0.0 and float(attrs["__wd_mult__"]) == 0.0
+    assert get_loss(loss).teacher_centres == centres  # the trainer binds them as fixed parameters
 
 
 def test_margin_distillation():

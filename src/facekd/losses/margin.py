@@ -67,23 +67,20 @@ def apply_margin(logits, cls, num_classes, s, m1=1.0, m2=0.0, m3=0.0):
     return replace_targets(logits, cls, target, num_classes)
 
 
-def margin_logits(unit_embedding, unit_centres, cls, num_classes, s, m1=1.0, m2=0.0, m3=0.0,
+def margin_logits(unit_embedding, unit_centres, cls, num_classes, batch, s, m1=1.0, m2=0.0, m3=0.0,
                   name="fc7"):
     """Margin logits on row-normalised centres (a frozen teacher's, normalised once by the trainer).
 
-    ``unit_embedding`` (B x d) and ``unit_centres`` (C x d) must be row-normalised.
+    ``unit_embedding`` (B x d, B = ``batch``) and ``unit_centres`` (C x d) must be row-normalised.
     """
-    import mxnet as mx
-
-    logits = mx.sym.FullyConnected(unit_embedding * s, unit_centres, no_bias=True,
-                                   num_hidden=int(num_classes), name=name)
+    logits = common.class_products(unit_embedding * s, unit_centres, batch, name=name)
     return apply_margin(logits, cls, num_classes, s, m1, m2, m3)
 
 
 NORM_EPS = 1e-10  # as L2Normalization: ||w|| = sqrt(sum w² + eps)
 
 
-def cosine_logits(unit_embedding, weight, cls, num_classes, dim, s, name="fc7"):
+def cosine_logits(unit_embedding, weight, cls, num_classes, dim, batch, s, name="fc7"):
     """s·ê_i·W_j/||W_j|| (B x C) for a trainable (C x d) ``weight``, value and gradient exact.
 
     Normalising the (C x d) matrix costs a (C x d) temporary forward and a slow backward; here
@@ -100,8 +97,7 @@ def cosine_logits(unit_embedding, weight, cls, num_classes, dim, s, name="fc7"):
     inverse_norm = mx.sym.reshape(mx.sym.rsqrt(squares + NORM_EPS), shape=(num_classes, 1))
     ones = mx.sym.ones_like(mx.sym.reshape(cls, shape=(-1, 1)))  # (B, 1), no gradient
     column_scale = mx.sym.FullyConnected(ones, inverse_norm, no_bias=True, num_hidden=num_classes)
-    raw = mx.sym.FullyConnected(unit_embedding * s, weight, no_bias=True, num_hidden=num_classes,
-                                name=name)
+    raw = common.class_products(unit_embedding * s, weight, batch, name=name)
     return raw * column_scale
 
 
@@ -115,8 +111,8 @@ def student_margin_logits(embedding, cls, cfg, name="fc7"):
     """(row-normalised embedding, margin logits on the trainable ``fc7_weight``)."""
     s, m1, m2, m3 = margin_config(cfg)
     unit = common.l2_normalize(embedding)
-    logits = cosine_logits(unit, common.class_centres(cfg), cls, cfg.num_classes, cfg.emb_size, s,
-                           name=name)
+    logits = cosine_logits(unit, common.class_centres(cfg), cls, cfg.num_classes, cfg.emb_size,
+                           common.batch_size(cfg), s, name=name)
     return unit, apply_margin(logits, cls, cfg.num_classes, s, m1, m2, m3)
 
 

@@ -42,7 +42,7 @@ def margin_distillation(embedding, label, cfg):
     teacher_cos = common.row_dot(unit_teacher, common.gather_rows(centres, cls))
     margins = sample_margins(teacher_cos, m_min, m_max)
     unit = common.l2_normalize(embedding)
-    logits = margin_logits(unit, centres, cls, cfg.num_classes, s, 1.0, margins, 0.0)
+    logits = margin_logits(unit, centres, cls, cfg.num_classes, common.batch_size(cfg), s, 1.0, margins, 0.0)
     prob, ce, acc = classification(logits, cls)
     return common.head_outputs([prob], {"acc": acc, "lossvalue": ce,
                                         "cos": common.mean_one_minus_cos(unit, unit_teacher)})

@@ -16,6 +16,7 @@ from ..teacher import Embedder, load_checkpoint
 from .callbacks import CheckpointPolicy, LrBatchEpochLog, VerifyAndSave
 from .checkpoint import latest_epoch, load_teacher_centres, read_meta
 from .contexts import get_contexts
+from . import optimizer
 from .online_teacher import ScheduledTeacherIter
 from .schedule import StepScheduler, parse_lr_steps
 
@@ -170,10 +171,9 @@ class Trainer:
         workers = self.kv.num_workers if "dist" in self.kv.type and "sync" in self.kv.type else 1
         scheduler = StepScheduler(cfg.lr, self.lr_steps, begin_step=self.begin_step)
         # The optimizer sets the scheduler's base_lr to learning_rate: pass the base, not the current lr.
-        module.init_optimizer(kvstore=self.kv, optimizer="sgd", optimizer_params=dict(
-            learning_rate=cfg.lr, momentum=cfg.mom, wd=cfg.wd,
-            rescale_grad=1.0 / (len(self.contexts) * workers), lr_scheduler=scheduler,
-            begin_num_update=self.begin_step))
+        optimizer.init_sgd(module, self.kv, learning_rate=cfg.lr, momentum=cfg.mom, wd=cfg.wd,
+                           rescale_grad=1.0 / (len(self.contexts) * workers), lr_scheduler=scheduler,
+                           begin_num_update=self.begin_step)
         return module
 
     def _make_verifier(self):

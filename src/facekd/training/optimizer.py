@@ -1,0 +1,65 @@
+"""The trainer's SGD: MXNet's SGD with momentum, large tensors through the threaded kernel.
+
+MXNet 1.9's ``SGD`` sends every dense update through ``multi_sgd_mom_update``, whose
+CPU kernel runs on one thread: for the 85,742 x 512 fc7 matrix of an MS1M head that
+is about 66 ms a step on the 2-core development machine, where ``sgd_mom_update``
+(OpenMP) does the same update in about half the time. :class:`FaceSGD` updates
+tensors of at least :data:`LARGE_TENSOR` elements one by one with the single-tensor
+kernels and leaves the rest to MXNet's aggregated path. Both kernels compute
+
+    mom = momentum * mom - lr * (rescale_grad * clip(grad) + wd * weight);  weight += mom
+
+so the numbers are MXNet's SGD's; lr_mult / wd_mult, the lr scheduler and
+multi-precision (fp16 weights, left to MXNet) behave as in ``sgd``.
+"""
+# Import the class itself: a parameter server unpickles this optimizer while `import mxnet`
+# is still running (see facekd.training.schedule).
+from mxnet.ndarray import sgd_mom_update, sgd_update
+from mxnet.optimizer.optimizer import SGD, Optimizer
+
+NAME = "facesgd"  # the name Module.init_optimizer is given
+LARGE_TENSOR = 1 << 20  # elements; a classifier matrix is tens of millions, a conv kernel a few thousand
+
+
+@Optimizer.register
+class FaceSGD(SGD):
+    """``sgd`` with tensors of >= :data:`LARGE_TENSOR` elements updated by the threaded single-tensor kernel."""
+
+    def _update_impl(self, indices, weights, grads, states, multi_precision=False):
+        if not isinstance(indices, (tuple, list)):
+            indices, weights, grads, states = [indices], [weights], [grads], [states]
+        large = [k for k, (w, g) in enumerate(zip(weights, grads))
+                 if not multi_precision and w.size >= LARGE_TENSOR and w.stype == g.stype == "default"]
+        if not large:
+            return super()._update_impl(indices, weights, grads, states, multi_precision)
+        small = [k for k in range(len(indices)) if k not in large]
+        if small:
+            super()._update_impl([indices[k] for k in small], [weights[k] for k in small],
+                                 [grads[k] for k in small], [states[k] for k in small], multi_precision)
+        for k in large:
+            self._update_large(indices[k], weights[k], grads[k], states[k])
+        return None
+
+    def _update_large(self, index, weight, grad, state):
+        self._update_count([index])
+        lr, wd = self._get_lrs([index])[0], self._get_wds([index])[0]
+        kwargs = dict(rescale_grad=self.rescale_grad, lr=lr, wd=wd)
+        if self.clip_gradient:
+            kwargs["clip_gradient"] = self.clip_gradient
+        if state is not None:
+            sgd_mom_update(weight, grad, state, out=weight, momentum=self.momentum, **kwargs)
+        else:
+            sgd_update(weight, grad, out=weight, **kwargs)
+
+
+def init_sgd(module, kvstore, **optimizer_params):
+    """``module.init_optimizer`` with :class:`FaceSGD`, as the trainer and the benchmarks set it up.
+
+    The kvstore is used where it has work to do, several devices or machines: with one
+    device and no parameter server the Module updates its weights in place, without a
+    copy of every weight and gradient through the store each step (Module's own rule for
+    a kvstore given by name; the trainer holds a KVStore object for rank and worker count).
+    """
+    local = len(module._context) == 1 and "dist" not in kvstore.type
+    module.init_optimizer(kvstore=None if local else kvstore, optimizer=NAME,
+                          optimizer_params=optimizer_params)
