@@ -13,12 +13,15 @@ Teachers (a freshly initialised checkpoint, d = 512):
 
 * ``linear``: average pool + FC + BatchNorm fc1, i.e. almost free inference. With
   ``--gpu-ips R`` each forward also waits n / R seconds with the CPU idle, as when a GPU
-  runs the teacher (ResNet-100 on one modern GPU: ~1-2k img/s). Default R = 1500.
+  runs the teacher (ResNet-100 on one modern GPU: ~1-2k img/s). ``--gpu-ips`` takes a
+  list: the first value times both paths on both sizes, every further value both paths
+  on the base size (a sweep of teacher speeds in one run). Default 1500,3000,6000:
+  one, two and four such GPUs (save_embeddings.py runs over every CUDA_VISIBLE_DEVICES).
 * ``y1`` (or any facekd network name): real CPU inference of that network (slow here).
 
 Examples::
 
-    python bench/prepare.py                                   # 400 and 1600 images, linear @ 1500 img/s
+    python bench/prepare.py                                   # 400 and 1600 images, linear @ 1500, 3000, 6000 img/s
     python bench/prepare.py --gpu-ips 0                       # pure pipeline overhead
     python bench/prepare.py --teacher y1 --identities 8 --scale 2
 """
@@ -36,6 +39,17 @@ from facekd.errors import FaceKDError, run_cli
 EMB = 512
 
 
+def parse_speeds(text):
+    """'1500,3000' -> [1500.0, 3000.0] (each >= 0)."""
+    try:
+        speeds = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated img/s values, got {text!r}") from None
+    if not speeds or min(speeds) < 0:
+        raise argparse.ArgumentTypeError(f"expected img/s values >= 0, got {text!r}")
+    return speeds
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
@@ -43,8 +57,8 @@ def parse_args(argv):
     p.add_argument("--images-per-identity", type=int, default=10)
     p.add_argument("--scale", type=int, default=4, help="size factor of the second dataset (memory check)")
     p.add_argument("--teacher", default="linear", help="'linear' or a facekd network name (e.g. y1)")
-    p.add_argument("--gpu-ips", type=float, default=1500.0,
-                   help="simulated GPU throughput of the teacher in img/s (0: no wait)")
+    p.add_argument("--gpu-ips", type=parse_speeds, default=parse_speeds("1500,3000,6000"),
+                   help="simulated GPU throughputs of the teacher in img/s, comma-separated (0: no wait)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--cpu-contexts", type=int, default=1)
     p.add_argument("--out", default="bench/out/prepare", help="scratch folder (its bench outputs are replaced)")
@@ -172,25 +186,34 @@ def main(argv=None):
                                  val_identities=2, pairs=2)
         generate_synthetic(data, params, progress=False)
         n = params.num_images
-        for path in ("stepwise", "streaming"):
-            out = os.path.join(args.out, f"{path}-{label}")
-            seconds, rss = run_child(path, data, out, model, args.gpu_ips, args.batch_size, args.cpu_contexts)
-            rows[label, path] = (n, seconds, rss)
-            print(f"{label:5s} {path:9s}: {n:6d} images in {seconds:7.2f} s = {n / seconds:7.1f} img/s, "
-                  f"peak RSS {rss:7.1f} MB", flush=True)
-        identical = same_file(os.path.join(args.out, f"stepwise-{label}", "train.rec"),
-                              os.path.join(args.out, f"streaming-{label}", "train.rec"))
-        if not identical:
-            raise FaceKDError(f"{label}: stepwise and streaming train.rec differ; the paths disagree")
-    teacher = f"{args.teacher} (d={EMB}" + (f", simulated GPU {args.gpu_ips:.0f} img/s)" if args.gpu_ips > 0 else ")")
-    print(f"teacher {teacher}, batch {args.batch_size}, outputs byte-identical")
-    for label in sizes:
-        (n, t_step, _), (_, t_stream, _) = rows[label, "stepwise"], rows[label, "streaming"]
-        print(f"{label}: streaming {n / t_stream:.1f} img/s vs stepwise {n / t_step:.1f} img/s "
-              f"= {t_step / t_stream:.2f}x")
+        for ips in args.gpu_ips if label == "base" else args.gpu_ips[:1]:
+            for path in ("stepwise", "streaming"):
+                out = os.path.join(args.out, f"{path}-{label}")
+                shutil.rmtree(out, ignore_errors=True)
+                shutil.rmtree(out + "-work", ignore_errors=True)
+                seconds, rss = run_child(path, data, out, model, ips, args.batch_size, args.cpu_contexts)
+                rows[label, ips, path] = (n, seconds, rss)
+                print(f"{label:5s} {speed_name(ips):>13s} {path:9s}: {n:6d} images in {seconds:7.2f} s = "
+                      f"{n / seconds:7.1f} img/s, peak RSS {rss:7.1f} MB", flush=True)
+            if not same_file(os.path.join(args.out, f"stepwise-{label}", "train.rec"),
+                             os.path.join(args.out, f"streaming-{label}", "train.rec")):
+                raise FaceKDError(f"{label}: stepwise and streaming train.rec differ; the paths disagree")
+    print(f"teacher {args.teacher} (d={EMB}), batch {args.batch_size}, outputs byte-identical")
+    print(f"{'size':5s} {'teacher':>13s} {'streaming':>11s} {'stepwise':>11s} {'ratio':>7s}")
+    for (label, ips, path), (n, t_stream, _) in rows.items():
+        if path == "streaming":
+            t_step = rows[label, ips, "stepwise"][1]
+            print(f"{label:5s} {speed_name(ips):>13s} {n / t_stream:7.1f} img/s {n / t_step:7.1f} img/s "
+                  f"{t_step / t_stream:6.2f}x")
+    first = args.gpu_ips[0]
     for path in ("streaming", "stepwise"):
-        (n0, _, r0), (n1, _, r1) = rows["base", path], rows["large", path]
-        print(f"peak RSS {path}: {r0:.1f} MB at {n0} images, {r1:.1f} MB at {n1} images ({r1 - r0:+.1f} MB)")
+        (n0, _, r0), (n1, _, r1) = rows["base", first, path], rows["large", first, path]
+        print(f"peak RSS {path} ({speed_name(first)}): {r0:.1f} MB at {n0} images, {r1:.1f} MB at {n1} images "
+              f"({r1 - r0:+.1f} MB)")
+
+
+def speed_name(ips):
+    return f"{ips:.0f} img/s" if ips > 0 else "no wait"
 
 
 if __name__ == "__main__":

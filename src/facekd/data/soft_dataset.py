@@ -2,7 +2,8 @@
 
 Three stages run at once over bounded queues, so memory does not grow with the dataset:
 
-* a reader thread walks ``IN/train.rec`` in key order and decodes batch k+1;
+* a reader thread walks ``IN/train.rec`` in key order and decodes batch k+1 into one of a
+  few preallocated image buffers (so no image array is allocated per batch);
 * the calling thread runs the teacher on batch k (batched inference over all contexts);
 * a writer thread appends batch k-1 to the new record file, each image's bytes unchanged,
   its label ``[teacher fc1 output (d floats), class id]`` (:func:`facekd.data.labels.make_soft`).
@@ -31,11 +32,11 @@ _POLL = 0.1  # seconds between checks of the stop flag while a queue is full/emp
 
 
 class _Batch:
-    __slots__ = ("keys", "classes", "payloads", "images", "vectors")
+    __slots__ = ("keys", "classes", "payloads", "images", "buffer", "vectors")
 
     def __init__(self, keys, classes, payloads):
         self.keys, self.classes, self.payloads = keys, classes, payloads
-        self.images = self.vectors = None
+        self.images = self.buffer = self.vectors = None
 
 
 class _Pipeline:
@@ -81,21 +82,29 @@ class _Pipeline:
         return t
 
 
-def _decode_batch(batch, rec_path, image_size):
+def _decode_batch(batch, rec_path, image_size, buffer):
+    """Decode the batch's payloads into ``buffer`` (B_max, H, W, 3); ``batch.images`` is its first rows."""
     from .images import decode
 
-    images = np.empty((len(batch.payloads),) + tuple(image_size) + (3,), dtype=np.uint8)
+    images = buffer[:len(batch.payloads)]
     for i, (key, payload) in enumerate(zip(batch.keys, batch.payloads)):
         img = decode(payload, f"{rec_path} record {key}")
         if img.shape[:2] != tuple(image_size):
             raise FaceKDError(f"{rec_path} record {key}: image is {img.shape[1]}x{img.shape[0]}, "
                               f"property says {image_size[1]}x{image_size[0]}; fix the property file")
         images[i] = img
-    batch.images = images
+    batch.images, batch.buffer = images, buffer
     return batch
 
 
-def _read(pipe, dataset, batch_size, out_q):
+def _read(pipe, dataset, batch_size, buffers, out_q):
+    """Reader stage: batches of records, decoded into a free buffer taken from ``buffers``."""
+    def send(batch):
+        buffer = pipe.get(buffers)
+        if buffer is _END:
+            return False
+        return pipe.put(out_q, _decode_batch(batch, dataset.rec_path, dataset.image_size, buffer))
+
     batch = _Batch([], [], [])
     for key, label, payload in dataset.iter_records():
         if pipe.stop.is_set():
@@ -104,10 +113,10 @@ def _read(pipe, dataset, batch_size, out_q):
         batch.classes.append(label_layout.class_id(label))
         batch.payloads.append(payload)
         if len(batch.keys) == batch_size:
-            if not pipe.put(out_q, _decode_batch(batch, dataset.rec_path, dataset.image_size)):
+            if not send(batch):
                 return
             batch = _Batch([], [], [])
-    if batch.keys and not pipe.put(out_q, _decode_batch(batch, dataset.rec_path, dataset.image_size)):
+    if batch.keys and not send(batch):
         return
     pipe.put(out_q, _END)
 
@@ -146,9 +155,13 @@ def build_soft_dataset(data_dir, out_dir, embedder, overwrite=False, queue_depth
         pipe = _Pipeline()
         decoded, embedded = queue.Queue(queue_depth), queue.Queue(queue_depth)
         h, w = dataset.image_size
+        # one buffer being decoded, queue_depth decoded and waiting, one being embedded
+        buffers = queue.Queue()
+        for _ in range(queue_depth + 2):
+            buffers.put(np.empty((embedder.batch_size, h, w, 3), dtype=np.uint8))
         writer = RecordDatasetWriter(staged, num_classes=dataset.num_classes, image_size=(h, w))
         bar = tqdm(total=dataset.num_images, desc="soft labels", unit="img", disable=not progress, smoothing=0.1)
-        threads = [pipe.thread(_read, pipe, dataset, embedder.batch_size, decoded, name="facekd-read"),
+        threads = [pipe.thread(_read, pipe, dataset, embedder.batch_size, buffers, decoded, name="facekd-read"),
                    pipe.thread(_write, pipe, writer, embedded, bar, name="facekd-write")]
         try:
             while not pipe.stop.is_set():
@@ -157,7 +170,8 @@ def build_soft_dataset(data_dir, out_dir, embedder, overwrite=False, queue_depth
                     pipe.put(embedded, _END)
                     break
                 batch.vectors = embedder.embed(batch.images)
-                batch.images = None
+                buffers.put(batch.buffer)  # the teacher has copied the pixels: the reader may reuse it
+                batch.images = batch.buffer = None
                 check_finite(batch.vectors, batch.keys, "teacher")
                 pipe.put(embedded, batch)
         except BaseException as exc:

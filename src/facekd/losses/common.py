@@ -153,8 +153,8 @@ def cross_entropy(log_prob, cls):
 def accuracy(logits, cls):
     """Fraction of rows whose largest logit is the class id: shape (1,).
 
-    ``argmax`` over the (B x C) logits: one pass, 4.2 ms at 64 x 85,742 on two threads
-    (``topk`` with k = 1: 5.6 ms; it was the faster of the two on one thread).
+    ``argmax`` over the (B x C) logits: one pass, 4.2 ms alone at 64 x 85,742 on two threads
+    (``topk`` with k = 1: 5.6 ms); in a training step the two cost about the same.
     """
     import mxnet as mx
 
@@ -163,14 +163,18 @@ def accuracy(logits, cls):
 
 
 def flat_dot(a, b):
-    """Sum over every element of ``a * b`` as one BLAS dot of the flattened arrays: shape (1, 1).
+    """Sum over every element of ``a * b``, as one inner product of the flattened arrays: shape (1, 1).
 
-    Several times faster than ``sum(a * b)`` over a (B x C) matrix (MXNet's CPU reductions
-    are slow), and its gradient is a scaled copy.
+    A oneDNN ``FullyConnected`` of the (1 x N) rows: at N = 64 x 85,742, forward + backward
+    (the gradient to ``b``, a scaled copy of ``a``) take about 4 ms, against 14–17 ms for
+    ``dot`` of the same rows and 29 ms for ``sum(a * b)`` (MXNet's CPU reductions are slow).
+    Its float32 sum is good to about 1e-4 relative at that size (``dot``: 1e-6); the
+    gradient does not depend on it.
     """
     import mxnet as mx
 
-    return mx.sym.dot(mx.sym.reshape(a, shape=(1, -1)), mx.sym.reshape(b, shape=(-1, 1)))
+    return mx.sym.FullyConnected(mx.sym.reshape(a, shape=(1, -1)), mx.sym.reshape(b, shape=(1, -1)),
+                                 no_bias=True, num_hidden=1)
 
 
 MONITOR_PREFIX = "monitor_"

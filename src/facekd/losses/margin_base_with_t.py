@@ -31,8 +31,8 @@ def kl_divergence(teacher_logits, student_logits, temperature, batch):
     ``teacher_logits`` are already divided by T. The student's are multiplied by 1/T explicitly:
     the ``temperature`` argument of ``log_softmax`` leaves oneDNN for a much slower kernel, and
     MXNet's scalar multiply is faster than its divide (forward + backward with the log_softmax
-    at 64 x 85,742: 8.6 ms against 12.2). One BLAS dot of the flattened (B x C) matrices sums
-    the batch.
+    at 64 x 85,742: 8.6 ms against 12.2). One inner product of the flattened (B x C) matrices
+    (``common.flat_dot``) sums the batch.
     """
     import mxnet as mx
 
