@@ -122,8 +122,8 @@ def bind_row(args, loss, rng):
         arg_params[fixed[0]] = mx.nd.array(centres.astype(np.float32))
     module.init_params(initializer=symbols.network_initializer(cfg), arg_params=arg_params,
                        allow_missing=True)
-    optimizer.init_sgd(module, mx.kvstore.create(cfg["kvstore"]), learning_rate=args.lr, momentum=cfg["mom"],
-                       wd=cfg["wd"], rescale_grad=1.0)
+    optimizer.init_sgd(module, mx.kvstore.create(cfg["kvstore"]), 1, learning_rate=args.lr,
+                       momentum=cfg["mom"], wd=cfg["wd"], rescale_grad=1.0)
     return module, cfg, soft
 
 

@@ -90,9 +90,9 @@ def module(contexts):
 
 def test_init_sgd_uses_the_kvstore_only_with_several_devices():
     one = module([mx.cpu(0)])
-    optimizer.init_sgd(one, mx.kvstore.create("device"), learning_rate=0.1)
+    optimizer.init_sgd(one, mx.kvstore.create("device"), 1, learning_rate=0.1)
     assert one._kvstore is None and isinstance(one._optimizer, FaceSGD)
     two = module([mx.cpu(0), mx.cpu(1)])
-    optimizer.init_sgd(two, mx.kvstore.create("device"), learning_rate=0.1)
+    optimizer.init_sgd(two, mx.kvstore.create("device"), 2, learning_rate=0.1)
     assert two._kvstore is not None and two._update_on_kvstore
     assert isinstance(two._optimizer, FaceSGD)

@@ -52,14 +52,16 @@ class FaceSGD(SGD):
             sgd_update(weight, grad, out=weight, **kwargs)
 
 
-def init_sgd(module, kvstore, **optimizer_params):
+def init_sgd(module, kvstore, num_devices, **optimizer_params):
     """``module.init_optimizer`` with :class:`FaceSGD`, as the trainer and the benchmarks set it up.
+
+    ``num_devices``: the contexts the Module is bound on.
 
     The kvstore is used where it has work to do, several devices or machines: with one
     device and no parameter server the Module updates its weights in place, without a
     copy of every weight and gradient through the store each step (Module's own rule for
     a kvstore given by name; the trainer holds a KVStore object for rank and worker count).
     """
-    local = len(module._context) == 1 and "dist" not in kvstore.type
+    local = num_devices == 1 and "dist" not in kvstore.type
     module.init_optimizer(kvstore=None if local else kvstore, optimizer=NAME,
                           optimizer_params=optimizer_params)

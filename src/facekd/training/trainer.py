@@ -171,9 +171,9 @@ class Trainer:
         workers = self.kv.num_workers if "dist" in self.kv.type and "sync" in self.kv.type else 1
         scheduler = StepScheduler(cfg.lr, self.lr_steps, begin_step=self.begin_step)
         # The optimizer sets the scheduler's base_lr to learning_rate: pass the base, not the current lr.
-        optimizer.init_sgd(module, self.kv, learning_rate=cfg.lr, momentum=cfg.mom, wd=cfg.wd,
-                           rescale_grad=1.0 / (len(self.contexts) * workers), lr_scheduler=scheduler,
-                           begin_num_update=self.begin_step)
+        optimizer.init_sgd(module, self.kv, len(self.contexts), learning_rate=cfg.lr, momentum=cfg.mom,
+                           wd=cfg.wd, rescale_grad=1.0 / (len(self.contexts) * workers),
+                           lr_scheduler=scheduler, begin_num_update=self.begin_step)
         return module
 
     def _make_verifier(self):
