@@ -11,18 +11,23 @@ dataset and for one ``--scale`` times larger, to show the streaming peak stays f
 
 Teachers (a freshly initialised checkpoint, d = 512):
 
-* ``linear``: average pool + FC + BatchNorm fc1, i.e. almost free inference. With
-  ``--gpu-ips R`` each forward also waits n / R seconds with the CPU idle, as when a GPU
-  runs the teacher (ResNet-100 on one modern GPU: ~1-2k img/s). ``--gpu-ips`` takes a
-  list: the first value times both paths on both sizes, every further value both paths
-  on the base size (a sweep of teacher speeds in one run). Default 1500,3000,6000:
-  one, two and four such GPUs (save_embeddings.py runs over every CUDA_VISIBLE_DEVICES).
+* ``linear``: average pool + FC + BatchNorm fc1, i.e. almost free inference: the
+  pipelines' own cost. With ``--gpu-ips R`` each forward also waits n / R seconds with
+  the CPU idle, as when a GPU runs the teacher. ``--gpu-ips`` takes a list: the first
+  value times both paths on both sizes (the memory check: at a GPU-like speed the runs
+  last long enough for the peak to settle), every further value both paths on the base
+  size (a sweep of teacher speeds in one run). Default 1500,0,400,3000: 400 img/s is
+  ResNet-100 (24.2 GFLOPs per image) at about 60% of one V100's fp32 peak; 1500 and
+  3000 img/s are faster teachers (several GPUs: save_embeddings.py runs over every
+  CUDA_VISIBLE_DEVICES; or reduced-precision tensor cores); 0 is no wait at all.
 * ``y1`` (or any facekd network name): real CPU inference of that network (slow here).
+
+Each stepwise row is followed by its four steps' seconds (extract, embed, list, pack).
 
 Examples::
 
-    python bench/prepare.py                                   # 400 and 1600 images, linear @ 1500, 3000, 6000 img/s
-    python bench/prepare.py --gpu-ips 0                       # pure pipeline overhead
+    python bench/prepare.py                                   # 400 and 1600 images, linear @ 1500 img/s, no wait, 400, 3000
+    python bench/prepare.py --gpu-ips 0                       # pure pipeline overhead only
     python bench/prepare.py --teacher y1 --identities 8 --scale 2
 """
 import argparse
@@ -57,7 +62,7 @@ def parse_args(argv):
     p.add_argument("--images-per-identity", type=int, default=10)
     p.add_argument("--scale", type=int, default=4, help="size factor of the second dataset (memory check)")
     p.add_argument("--teacher", default="linear", help="'linear' or a facekd network name (e.g. y1)")
-    p.add_argument("--gpu-ips", type=parse_speeds, default=parse_speeds("1500,3000,6000"),
+    p.add_argument("--gpu-ips", type=parse_speeds, default=parse_speeds("1500,0,400,3000"),
                    help="simulated GPU throughputs of the teacher in img/s, comma-separated (0: no wait)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--cpu-contexts", type=int, default=1)
@@ -115,22 +120,29 @@ class GpuLikeEmbedder:
 # ----------------------------------------------------------------------------- one measured run
 
 def _stepwise(data, out, embedder):
+    """The four scripts' functions in order; returns [(step, seconds)]."""
     from facekd.data import prepare
     from facekd.data.packing import pack_list
 
     work = out + "-work"
-    prepare.extract_images(data, work, progress=False)
-    prepare.save_embeddings(embedder, os.path.join(work, "images"), os.path.join(work, "labels"), progress=False)
-    lst = os.path.join(out, "train.lst")
-    prepare.write_soft_lst(os.path.join(work, "images"), os.path.join(work, "labels"), lst,
-                           targets_dir=data, progress=False)
-    pack_list(lst, progress=False)
+    images, labels, lst = os.path.join(work, "images"), os.path.join(work, "labels"), os.path.join(out, "train.lst")
+    steps = [("extract", lambda: prepare.extract_images(data, work, progress=False)),
+             ("embed", lambda: prepare.save_embeddings(embedder, images, labels, progress=False)),
+             ("list", lambda: prepare.write_soft_lst(images, labels, lst, targets_dir=data, progress=False)),
+             ("pack", lambda: pack_list(lst, progress=False))]
+    timings = []
+    for name, step in steps:
+        start = time.perf_counter()
+        step()
+        timings.append((name, time.perf_counter() - start))
+    return timings
 
 
 def _streaming(data, out, embedder):
     from facekd.data.soft_dataset import build_soft_dataset
 
     build_soft_dataset(data, out, embedder, progress=False)
+    return []
 
 
 def measure(path, data, out, model, ips, batch_size, cpu_contexts, result):
@@ -141,11 +153,11 @@ def measure(path, data, out, model, ips, batch_size, cpu_contexts, result):
         embedder = GpuLikeEmbedder(prepare.load_teacher(model, batch_size, cpu_contexts), ips)
         embedder.inner.embed(np.zeros((batch_size, 112, 112, 3), np.uint8))  # bind/warm-up, not timed
         start = time.perf_counter()
-        (_stepwise if path == "stepwise" else _streaming)(data, out, embedder)
+        steps = (_stepwise if path == "stepwise" else _streaming)(data, out, embedder)
         seconds = time.perf_counter() - start
-        result.put((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, None))
+        result.put((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, steps, None))
     except BaseException as exc:  # reported by the parent
-        result.put((None, None, f"{type(exc).__name__}: {exc}"))
+        result.put((None, None, None, f"{type(exc).__name__}: {exc}"))
 
 
 def run_child(*args):
@@ -153,11 +165,11 @@ def run_child(*args):
     result = ctx.Queue()
     proc = ctx.Process(target=measure, args=args + (result,))
     proc.start()
-    seconds, rss_mb, error = result.get()
+    seconds, rss_mb, steps, error = result.get()
     proc.join()
     if error:
         raise FaceKDError(f"bench child ({args[0]}) failed: {error}")
-    return seconds, rss_mb
+    return seconds, rss_mb, steps
 
 
 def same_file(a, b):
@@ -191,16 +203,19 @@ def main(argv=None):
                 out = os.path.join(args.out, f"{path}-{label}")
                 shutil.rmtree(out, ignore_errors=True)
                 shutil.rmtree(out + "-work", ignore_errors=True)
-                seconds, rss = run_child(path, data, out, model, ips, args.batch_size, args.cpu_contexts)
+                seconds, rss, steps = run_child(path, data, out, model, ips, args.batch_size, args.cpu_contexts)
                 rows[label, ips, path] = (n, seconds, rss)
                 print(f"{label:5s} {speed_name(ips):>13s} {path:9s}: {n:6d} images in {seconds:7.2f} s = "
                       f"{n / seconds:7.1f} img/s, peak RSS {rss:7.1f} MB", flush=True)
+                if steps:
+                    print(" " * 30 + ", ".join(f"{name} {s:.2f} s ({1000 * s / n:.3f} ms/img)" for name, s in steps),
+                          flush=True)
             if not same_file(os.path.join(args.out, f"stepwise-{label}", "train.rec"),
                              os.path.join(args.out, f"streaming-{label}", "train.rec")):
                 raise FaceKDError(f"{label}: stepwise and streaming train.rec differ; the paths disagree")
     print(f"teacher {args.teacher} (d={EMB}), batch {args.batch_size}, outputs byte-identical")
     print(f"{'size':5s} {'teacher':>13s} {'streaming':>11s} {'stepwise':>11s} {'ratio':>7s}")
-    for (label, ips, path), (n, t_stream, _) in rows.items():
+    for (label, ips, path), (n, t_stream, _) in sorted(rows.items(), key=lambda r: (r[0][0], -(r[0][1] or 1e9))):
         if path == "streaming":
             t_step = rows[label, ips, "stepwise"][1]
             print(f"{label:5s} {speed_name(ips):>13s} {n / t_stream:7.1f} img/s {n / t_step:7.1f} img/s "

@@ -187,7 +187,10 @@ class Embedder:
                             if n != "data"}
         self._aux_shapes = {n: tuple(s) for n, s in zip(self.symbol.list_auxiliary_states(), aux_shapes)}
         self._bind()
+        # one staging array per embedder, reused by every forward: a fresh 4·B·3·H·W-byte
+        # array per batch churns the allocator and makes the peak memory vary from run to run
         self._buffer = np.zeros(self.data_shape, dtype=np.float32)
+        self._input = mx.nd.zeros(self.data_shape, dtype=np.float32)
         self._ready = False
         if arg_params or aux_params:  # empty weights: bound now, filled later by set_params
             self.set_params(arg_params, aux_params)
@@ -255,7 +258,8 @@ class Embedder:
             self._buffer[:count] = chunk.transpose(0, 3, 1, 2) if nhwc else chunk
             if count < bs:
                 self._buffer[count:] = 0.0
-            self._module.forward(mx.io.DataBatch(data=[mx.nd.array(self._buffer)]), is_train=False)
+            self._input[:] = self._buffer
+            self._module.forward(mx.io.DataBatch(data=[self._input]), is_train=False)
             self._forwarded = True
             out[start:stop] = self._module.get_outputs()[0].asnumpy()[:count]
         return out

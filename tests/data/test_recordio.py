@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from datahelpers import face_like, png_bytes, write_raw_dataset
+from facekd.data import recordio
 from facekd.data.recordio import RecordDataset, RecordDatasetWriter, write_property
 from facekd.errors import FaceKDError
 
@@ -241,3 +242,45 @@ def test_corrupt_record_is_named(tmp_path):
     rec.close()
     with pytest.raises(FaceKDError, match=r"train\.rec: record 1 is corrupt"):
         RecordDataset(str(tmp_path))
+
+
+# ----------------------------------------------------------------------------- the index, parsed in blocks
+def _index_text(pairs, newline_at_end=True):
+    text = "".join(f"{k}\t{o}\n" for k, o in pairs)
+    return text if newline_at_end else text[:-1]
+
+
+@pytest.mark.parametrize("chunk", [5, 16, 1 << 20])
+@pytest.mark.parametrize("newline_at_end", [True, False])
+def test_read_index_matches_a_plain_parse(tmp_path, monkeypatch, chunk, newline_at_end):
+    monkeypatch.setattr(recordio, "_INDEX_CHUNK", chunk)  # blocks end mid-line and mid-number
+    rng = np.random.default_rng(3)
+    keys = rng.permutation(40)
+    offs = rng.integers(0, 10 ** 12, size=40)
+    path = tmp_path / "train.idx"
+    path.write_text(_index_text(zip(keys.tolist(), offs.tolist()), newline_at_end))
+    expected = {}
+    for line in path.read_text().splitlines():  # the reference: split each line by hand
+        k, o = line.split("\t")
+        expected[int(k)] = int(o)
+    got = recordio.read_index(str(path))
+    assert got.dtype == np.int64 and got.tolist() == [expected[k] for k in range(40)]
+
+
+@pytest.mark.parametrize("keys, message", [
+    ([0, 1, 1, 3], r"record keys are not exactly 0\.\.3 \(missing or duplicate"),
+    ([0, 1, 2, 4], r"record keys are not exactly 0\.\.3 \(missing or duplicate"),
+    ([0, 1, 2, -1], r"record keys are not exactly 0\.\.3 \(missing or duplicate"),
+    ([1, 2, 3, 4], r"record 0 \(the header .*absent"),
+])
+def test_read_index_refuses_missing_or_repeated_keys(tmp_path, monkeypatch, keys, message):
+    monkeypatch.setattr(recordio, "_INDEX_CHUNK", 8)
+    path = tmp_path / "train.idx"
+    path.write_text(_index_text((k, 100 * i) for i, k in enumerate(keys)))
+    with pytest.raises(FaceKDError, match=rf"train\.idx: {message}"):
+        recordio.read_index(str(path))
+
+
+def test_read_index_of_an_empty_file(tmp_path):
+    (tmp_path / "train.idx").write_text("")
+    assert recordio.read_index(str(tmp_path / "train.idx")).size == 0

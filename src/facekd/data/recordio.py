@@ -10,6 +10,7 @@ For N images of K identities (spec/formats.md):
 plus ``property`` = ``num_classes,height,width``. :class:`RecordDataset` reads and
 validates such a folder; :class:`RecordDatasetWriter` writes one atomically.
 """
+import ctypes
 import os
 import struct
 import warnings
@@ -33,29 +34,71 @@ def write_property(folder, num_classes, height, width):
         f.write(f"{int(num_classes)},{int(height)},{int(width)}\n")
 
 
-def read_index(idx_path):
-    """Record offsets of an MXNet ``.idx`` file as int64 (M,), indexed by key; keys must be 0..M-1."""
+_INDEX_CHUNK = 1 << 23  # bytes of .idx text parsed at a time
+
+
+def _index_lines(idx_path):
+    """Count the lines of an index file (a last line without newline counts)."""
+    count, last = 0, b"\n"
     with open(idx_path, "rb") as f:
-        text = f.read().decode("ascii", errors="replace")
-    num_lines = len(text.split("\n")) - (1 if text.endswith("\n") else 0) if text else 0
+        for block in iter(lambda: f.read(_INDEX_CHUNK), b""):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
+
+
+def _index_blocks(idx_path):
+    """The index text in blocks of whole lines."""
+    rest = b""
+    with open(idx_path, "rb") as f:
+        for block in iter(lambda: f.read(_INDEX_CHUNK), b""):
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            rest = block[cut:]
+            if cut:
+                yield block[:cut]
+    if rest:
+        yield rest + b"\n"
+
+
+def _index_pairs(block, idx_path):
+    """int64 (key, offset) pairs of one block of whole lines; a malformed line is an error."""
+    lines = block.count(b"\n")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         try:
-            pairs = np.fromstring(text, dtype=np.int64, sep=" ") if text.strip() else np.zeros(0, np.int64)
+            pairs = np.fromstring(block.decode("ascii", errors="replace"), dtype=np.int64, sep=" ")
         except (DeprecationWarning, ValueError):
             pairs = None
-    if pairs is None or pairs.size != 2 * num_lines:
+    if pairs is None or pairs.size != 2 * lines:
         raise FaceKDError(f"{idx_path}: not an MXNet index (expected lines 'key<TAB>offset' of integers); "
                           "rebuild it with face2rec2.py")
-    keys, offsets = pairs[0::2], pairs[1::2]
-    if keys.size and not np.any(keys == 0):
+    return pairs[0::2], pairs[1::2]
+
+
+def read_index(idx_path):
+    """Record offsets of an MXNet ``.idx`` file as int64 (M,), indexed by key; keys must be 0..M-1.
+
+    The text is parsed a few MB at a time straight into the offset array, so reading the
+    index of millions of records costs little more than the array itself (8 bytes a record).
+    """
+    size = _index_lines(idx_path)
+    offsets = np.empty(size, dtype=np.int64)
+    seen = np.zeros(size, dtype=bool)
+    for block in _index_blocks(idx_path):
+        keys, offs = _index_pairs(block, idx_path)
+        if keys.size and (keys.min() < 0 or keys.max() >= size):
+            break  # a key outside 0..M-1: reported below
+        offsets[keys] = offs
+        seen[keys] = True
+    # M lines whose keys all lie in 0..M-1 and cover it: no key is missing or repeated
+    if size and not seen[0]:
         raise FaceKDError(f"{idx_path}: record 0 (the header [N+1, N+1+K]) is absent; this is not an "
                           "insightface training set, rebuild it with face2rec2.py")
-    order = np.argsort(keys, kind="stable")
-    if not np.array_equal(keys[order], np.arange(keys.size)):
-        raise FaceKDError(f"{idx_path}: record keys are not exactly 0..{keys.size - 1} "
+    if not seen.all():
+        raise FaceKDError(f"{idx_path}: record keys are not exactly 0..{size - 1} "
                           "(missing or duplicate keys); rebuild the dataset with face2rec2.py")
-    return offsets[order]
+    return offsets
 
 
 class _OffsetTable:
@@ -91,6 +134,12 @@ class _IndexedReader(mx.recordio.MXIndexedRecordIO):
 
     def close(self):
         mx.recordio.MXRecordIO.close(self)
+
+    def read_position(self):
+        """Byte offset of the next record the reader will return (MXNet's C API MXRecordIOReaderTell)."""
+        pos = ctypes.c_size_t()
+        mx.base.check_call(mx.base._LIB.MXRecordIOReaderTell(self.handle, ctypes.byref(pos)))
+        return pos.value
 
 
 def _unpack_label(header):
@@ -143,7 +192,6 @@ class RecordDataset:
         self.num_classes, height, width = prop
         self.image_size = (height, width)
         self._class_of_identity = None
-        self._rank = None
         offsets = read_index(self.idx_path)
         if offsets.size == 0:
             raise FaceKDError(f"{self.idx_path}: the index is empty; rebuild the dataset with face2rec2.py")
@@ -235,13 +283,11 @@ class RecordDataset:
         stop = self.num_images + 1 if stop is None else stop
         if not (0 <= start <= stop <= self._offsets.size):
             raise FaceKDError(f"{self.rec_path}: key range [{start}, {stop}) is outside 0..{self._offsets.size}")
-        if self._rank is None:  # position of each record in the file
-            self._rank = np.searchsorted(np.sort(self._offsets), self._offsets)
-        rank = self._rank
+        offsets, reader = self._offsets, self._reader
         for key in range(start, stop):
-            if key == start or rank[key] != rank[key - 1] + 1:
-                self._reader.seek(key)
-            record = self._reader.read()
+            if key == start or reader.read_position() != offsets[key]:  # seek only out of file order
+                reader.seek(key)
+            record = reader.read()
             if record is None:
                 raise FaceKDError(f"{self.rec_path}: record {key} is missing (file truncated?)")
             header, payload = _unpack(record, self.rec_path, key)
