@@ -271,6 +271,7 @@ def test_read_index_matches_a_plain_parse(tmp_path, monkeypatch, chunk, newline_
     ([0, 1, 1, 3], r"record keys are not exactly 0\.\.3 \(missing or duplicate"),
     ([0, 1, 2, 4], r"record keys are not exactly 0\.\.3 \(missing or duplicate"),
     ([0, 1, 2, -1], r"record keys are not exactly 0\.\.3 \(missing or duplicate"),
+    ([5, 0, 1, 2], r"record keys are not exactly 0\.\.3 \(missing or duplicate"),
     ([1, 2, 3, 4], r"record 0 \(the header .*absent"),
 ])
 def test_read_index_refuses_missing_or_repeated_keys(tmp_path, monkeypatch, keys, message):

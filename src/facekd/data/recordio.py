@@ -85,17 +85,18 @@ def read_index(idx_path):
     size = _index_lines(idx_path)
     offsets = np.empty(size, dtype=np.int64)
     seen = np.zeros(size, dtype=bool)
+    out_of_range = False
     for block in _index_blocks(idx_path):
         keys, offs = _index_pairs(block, idx_path)
-        if keys.size and (keys.min() < 0 or keys.max() >= size):
-            break  # a key outside 0..M-1: reported below
-        offsets[keys] = offs
-        seen[keys] = True
-    # M lines whose keys all lie in 0..M-1 and cover it: no key is missing or repeated
+        inside = (keys >= 0) & (keys < size)
+        out_of_range |= not inside.all()
+        offsets[keys[inside]] = offs[inside]
+        seen[keys[inside]] = True
     if size and not seen[0]:
         raise FaceKDError(f"{idx_path}: record 0 (the header [N+1, N+1+K]) is absent; this is not an "
                           "insightface training set, rebuild it with face2rec2.py")
-    if not seen.all():
+    # M lines whose keys all lie in 0..M-1 and cover it: no key is missing or repeated
+    if out_of_range or not seen.all():
         raise FaceKDError(f"{idx_path}: record keys are not exactly 0..{size - 1} "
                           "(missing or duplicate keys); rebuild the dataset with face2rec2.py")
     return offsets
