@@ -41,20 +41,16 @@ def parse_args(argv=None):
                    help="comma-separated methods; triplet methods need arcface")
     p.add_argument("--triplet-lr", type=float, default=ex.TRIPLET_LR, help="lr of the triplet fine-tuning")
     p.add_argument("--triplet-bag-batches", type=int, default=20, help="triplet bag size in batches")
-    p.add_argument("--identities", type=int, default=200)
-    p.add_argument("--images-per-identity", type=int, default=20)
-    p.add_argument("--val-identities", type=int, default=100)
-    p.add_argument("--pairs", type=int, default=600, help="pairs per verification target")
+    ex.add_data_arguments(p, pairs=600)
     p.add_argument("--teacher", default="", help="reuse this teacher 'prefix,epoch' (with --data-dir, --soft-dir)")
     p.add_argument("--data-dir", default="", help="reuse: the hard-label synthetic dataset of the teacher")
     p.add_argument("--soft-dir", default="", help="reuse: the teacher's soft dataset of --data-dir")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks that every method runs")
     return p.parse_args(argv)
 
 
 def apply_quick(args):
-    args.identities, args.images_per_identity, args.val_identities, args.pairs = 40, 10, 20, 100
+    ex.apply_quick_data(args)
     args.steps = args.teacher_steps = 20
     args.triplet_bag_batches = 5
 

@@ -28,21 +28,17 @@ def parse_args(argv=None):
                                 epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--out", default=os.path.join(ROOT, "demo_out"),
                    help="output folder; its demo subfolders are replaced (default %(default)s)")
-    p.add_argument("--identities", type=int, default=200, help="training identities")
-    p.add_argument("--images-per-identity", type=int, default=20)
-    p.add_argument("--val-identities", type=int, default=100, help="held-out identities of the targets")
-    p.add_argument("--pairs", type=int, default=400, help="pairs per verification target")
+    ex.add_data_arguments(p, pairs=400)
     p.add_argument("--teacher-steps", type=int, default=200)
     p.add_argument("--student-steps", type=int, default=160)
     p.add_argument("--batch-size", type=int, default=32, help="per-batch-size of both trainings")
     p.add_argument("--rounds", type=int, default=2, help="verification rounds during each training")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks that every stage runs")
     return p.parse_args(argv)
 
 
 def apply_quick(args):
-    args.identities, args.images_per_identity, args.val_identities, args.pairs = 40, 10, 20, 100
+    ex.apply_quick_data(args)
     args.teacher_steps = args.student_steps = 30
     args.rounds = 1
 

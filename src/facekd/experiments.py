@@ -348,6 +348,25 @@ class Budget:
                 "--lr", self.lr, "--lr-steps", lr_steps]
 
 
+# The synthetic set of an experiment script, and its tiny --quick sizes.
+QUICK_DATA = dict(identities=40, images_per_identity=10, val_identities=20, pairs=100)
+
+
+def add_data_arguments(parser, pairs):
+    """--identities, --images-per-identity, --val-identities, --pairs and --seed of the synthetic set."""
+    parser.add_argument("--identities", type=int, default=200, help="training identities")
+    parser.add_argument("--images-per-identity", type=int, default=20)
+    parser.add_argument("--val-identities", type=int, default=100, help="held-out identities of the targets")
+    parser.add_argument("--pairs", type=int, default=pairs, help="pairs per verification target")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def apply_quick_data(args):
+    """Shrink the synthetic set of ``args`` to the --quick sizes."""
+    for name, value in QUICK_DATA.items():
+        setattr(args, name, value)
+
+
 # Softer margin settings than the published s=64, m=0.5, which stall for minutes from
 # scratch on the small synthetic set (spec/synthetic.md). Every method gets the same scale
 # and margin so that the comparison is fair.
