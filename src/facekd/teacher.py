@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .errors import FaceKDError
+from .errors import FaceKDError, mxnet_cause
 
 EMBEDDING_OUTPUT = "fc1_output"
 
@@ -83,11 +83,11 @@ def load_checkpoint(prefix, epoch):
     try:
         symbol = mx.sym.load(sym_path)
     except mx.base.MXNetError as exc:
-        raise FaceKDError(f"{sym_path}: not a readable MXNet symbol file ({_first_line(exc)})") from None
+        raise FaceKDError(f"{sym_path}: not a readable MXNet symbol file ({mxnet_cause(exc)})") from None
     try:
         saved = mx.nd.load(params_path)
     except mx.base.MXNetError as exc:
-        raise FaceKDError(f"{params_path}: not a readable MXNet params file ({_first_line(exc)})") from None
+        raise FaceKDError(f"{params_path}: not a readable MXNet params file ({mxnet_cause(exc)})") from None
     if not isinstance(saved, dict):
         raise FaceKDError(f"{params_path}: expected a dict of 'arg:NAME'/'aux:NAME' arrays")
     arg_params, aux_params = {}, {}
@@ -142,11 +142,6 @@ def flatten_fc_inputs(symbol):
     return mx.sym.load_json(json.dumps(graph))
 
 
-def _first_line(exc):
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 class Embedder:
     """A model cut at ``fc1_output``, bound once for ``batch_size`` over ``contexts``.
 
@@ -177,7 +172,7 @@ class Embedder:
             arg_shapes, out_shapes, aux_shapes = self.symbol.infer_shape(data=self.data_shape)
         except mx.base.MXNetError as exc:
             raise FaceKDError(f"{name}: the graph does not accept input {self.data_shape} "
-                              f"({_first_line(exc)}); check the image size") from None
+                              f"({mxnet_cause(exc)}); check the image size") from None
         if arg_shapes is None:
             raise FaceKDError(f"{name}: cannot infer the shapes of the graph for input {self.data_shape}")
         if len(out_shapes[0]) != 2:

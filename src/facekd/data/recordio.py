@@ -19,7 +19,7 @@ import mxnet as mx
 import numpy as np
 
 from ..config import read_property
-from ..errors import FaceKDError
+from ..errors import FaceKDError, mxnet_cause
 from . import labels as L
 from .images import decode
 from ..atomic import atomic_path
@@ -223,7 +223,7 @@ class RecordDataset:
             record = self._reader.read_idx(key)
         except mx.base.MXNetError as exc:
             raise FaceKDError(f"{self.rec_path}: cannot read record {key} "
-                              f"({str(exc).splitlines()[0]}); the .rec and .idx do not match") from None
+                              f"({mxnet_cause(exc)}); the .rec and .idx do not match") from None
         if record is None:
             raise FaceKDError(f"{self.rec_path}: record {key} is missing (file truncated?); "
                               "the .rec and .idx do not match")

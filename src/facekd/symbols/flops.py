@@ -14,7 +14,7 @@ import json
 import mxnet as mx
 import numpy as np
 
-from ..errors import FaceKDError
+from ..errors import FaceKDError, mxnet_cause
 
 MODES = ("conv_fc", "pocketnet")
 DEFAULT_SHAPE = (1, 3, 112, 112)
@@ -31,7 +31,7 @@ def _infer(sym, data_shape, shapes):
         arg_shapes, out_shapes, _ = internals.infer_shape(**inputs)
     except mx.base.MXNetError as exc:
         raise FaceKDError(f"cannot infer the network's shapes for input {inputs}: "
-                          f"{str(exc).splitlines()[0]}") from None
+                          f"{mxnet_cause(exc)}") from None
     if arg_shapes is None or any(s is None or 0 in s for s in out_shapes):
         raise FaceKDError(f"cannot infer all of the network's shapes from {inputs}; "
                           "pass the shapes of its other inputs")
