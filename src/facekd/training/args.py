@@ -1,7 +1,11 @@
 """Command line of recognition/train.py: insightface's flags, defaults from the config tables."""
 import argparse
+import math
+import os
+import sys
 
 from .. import config as tables
+from ..errors import FaceKDError
 
 # Flags the project adds; each maps onto the config key of the same meaning.
 _OVERRIDES = {
@@ -79,6 +83,58 @@ def build_parser(cfg):
     return p
 
 
+KVSTORES = ("local", "device", "nccl", "dist_sync", "dist_device_sync", "dist_async", "dist_device_async")
+# what launch.py (ps-lite) sets for every process of a dist kvstore
+PS_VARIABLES = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER")
+
+
+def _finite(v):
+    return v is not None and math.isfinite(v)
+
+
+# (flag, config key, test, what the value must be): checked once, after the tables and flags merge
+_RULES = (
+    ("--lr", "lr", lambda v: _finite(v) and v > 0, "a finite number > 0, e.g. 0.1"),
+    ("--wd", "wd", lambda v: _finite(v) and v >= 0, "a finite number >= 0, e.g. 0.0005"),
+    ("--mom", "mom", lambda v: _finite(v) and 0 <= v < 1, "in [0, 1), e.g. 0.9"),
+    ("--T", "T", lambda v: _finite(v) and v > 0, "a finite number > 0, e.g. 4"),
+    ("--per-batch-size", "per_batch_size", lambda v: v >= 1, "an integer >= 1"),
+    ("--frequent", "frequent", lambda v: v >= 1, "an integer >= 1 (log every N batches)"),
+    ("--verbose", "verbose", lambda v: v >= 1, "an integer >= 1 (verify every N steps)"),
+    ("--max-steps", "max_steps", lambda v: v >= 0, "an integer >= 0 (0 = no limit)"),
+    ("--end-epoch", "end_epoch", lambda v: v >= 1, "an integer >= 1"),
+    ("--ckpt", "ckpt", lambda v: v in (0, 1, 2, 3), "0, 1, 2 or 3"),
+    ("--emb-size", "emb_size", lambda v: v >= 1, "an integer >= 1, e.g. 512 or 128"),
+    ("--kvstore", "kvstore", lambda v: v in KVSTORES, "one of " + ", ".join(KVSTORES)),
+    ("--loss-s", "loss_s", lambda v: v is None or (_finite(v) and v > 0), "a finite number > 0"),
+    ("--alpha", "alpha", lambda v: v is None or _finite(v), "a finite number"),
+    ("--kd-lambda", "kd_lambda", lambda v: v is None or _finite(v), "a finite number"),
+)
+
+
+def validate(args, cfg, env=None):
+    """One FaceKDError naming the flag for the first setting no run can use."""
+    for flag, key, ok, what in _RULES:
+        value = cfg.get(key)
+        if not ok(value):
+            raise FaceKDError(f"{flag} {value!r} is invalid: it must be {what}")
+    if args.resume and args.pretrained:
+        raise FaceKDError("--resume and --pretrained exclude each other: --resume continues this run from its "
+                          "own checkpoint; --pretrained starts a new run from another one. Drop one of them")
+    if args.decode_threads < 1:
+        raise FaceKDError(f"--decode-threads {args.decode_threads} is invalid: it must be an integer >= 1")
+    if args.verification_batch_size < 0:
+        raise FaceKDError(f"--verification-batch-size {args.verification_batch_size} is invalid: "
+                          "it must be >= 1, or 0 for --per-batch-size")
+    if cfg.kvstore.startswith("dist"):
+        env = os.environ if env is None else env
+        missing = [name for name in PS_VARIABLES if not env.get(name)]
+        if missing:
+            raise FaceKDError(f"--kvstore {cfg.kvstore} runs over a parameter server, but {', '.join(missing)} "
+                              "are not set; start every process with MXNet's tools/launch.py (README, 'Devices'), "
+                              "or use --kvstore device on one machine")
+
+
 def parse_args(argv=None):
     """(args, cfg): the parsed flags and the merged config they override."""
     known = _pre_parse(argv)
@@ -95,4 +151,8 @@ def parse_args(argv=None):
                 "models_root", "max_steps", "teacher", "teacher_schedule", "end_epoch"):
         cfg[key] = getattr(args, key)
     cfg.lr_steps = args.lr_steps
+    given = sys.argv[1:] if argv is None else argv
+    cfg.teacher_flag = ("--teacher" if any(a == "--teacher" or a.startswith("--teacher=") for a in given)
+                        else f"--teacher (the default of dataset table '{cfg.dataset}' in config.py)")
+    validate(args, cfg)
     return args, cfg

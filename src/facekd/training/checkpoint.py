@@ -1,4 +1,5 @@
 """Checkpoints in MXNet's own layout, written atomically; teacher class centres."""
+import glob
 import json
 import logging
 import os
@@ -7,8 +8,8 @@ import mxnet as mx
 import numpy as np
 
 from ..errors import FaceKDError
-from ..teacher import load_checkpoint, parse_model_arg
-from ..atomic import atomic_path
+from ..atomic import atomic_path, clear_leftovers
+from ..teacher import checkpoint_paths, load_checkpoint, parse_model_arg
 
 
 def save_checkpoint(prefix, epoch, symbol, arg_params, aux_params, meta=None):
@@ -18,10 +19,15 @@ def save_checkpoint(prefix, epoch, symbol, arg_params, aux_params, meta=None):
     ``fc7_weight`` so that the checkpoint can serve as a margin-distillation teacher.
     """
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-    targets = {f"{prefix}-symbol.json": lambda p: symbol.save(p),
-               "%s-%04d.params" % (prefix, epoch): lambda p: mx.nd.save(p, _param_dict(arg_params, aux_params))}
+    sym_path, params_path = checkpoint_paths(prefix, epoch)
+    # The .json comes last and marks the set complete; an older one goes first, so that a crash
+    # while the params are replaced leaves an incomplete set, never new params with an old step.
+    if meta is not None and os.path.exists(meta_path(prefix, epoch)):
+        os.remove(meta_path(prefix, epoch))
+    targets = {sym_path: lambda p: symbol.save(p),
+               params_path: lambda p: mx.nd.save(p, _param_dict(arg_params, aux_params))}
     if meta is not None:
-        targets["%s-%04d.json" % (prefix, epoch)] = lambda p: _write_json(p, meta)
+        targets[meta_path(prefix, epoch)] = lambda p: _write_json(p, meta)
     for final, write in targets.items():
         with atomic_path(final) as tmp:
             write(tmp)
@@ -39,31 +45,98 @@ def _write_json(path, obj):
         json.dump(obj, f, indent=1)
 
 
+def meta_path(prefix, epoch):
+    return "%s-%04d.json" % (prefix, epoch)
+
+
+# key -> (accepted types, test, what it must be)
+_META_FIELDS = {
+    "step": (int, lambda v: v >= 0, "an integer >= 0"),
+    "rounds": (int, lambda v: v >= 0, "an integer >= 0"),
+    "highest_last": ((int, float), lambda v: 0 <= v <= 1, "an accuracy in [0, 1]"),
+    "highest_sum": ((int, float), lambda v: v >= 0, "a sum of accuracies >= 0"),
+}
+
+
 def read_meta(prefix, epoch):
-    """The training meta (global step, highest accuracy) saved beside a checkpoint, or {}."""
-    path = "%s-%04d.json" % (prefix, epoch)
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
+    """The training meta saved beside ``<prefix>-NNNN.params`` (global step, save counter, best
+    accuracies), validated: a checkpoint folder may come from anywhere."""
+    path = meta_path(prefix, epoch)
+    fix = (f"it is written by train.py beside {os.path.basename(checkpoint_paths(prefix, epoch)[1])}; "
+           f"restore it, or move the {os.path.basename(prefix)}-%04d.* files away to resume from an "
+           "earlier checkpoint" % epoch)
+    try:
+        with open(path, "rb") as f:
+            meta = json.loads(f.read().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FaceKDError(f"{path}: not a readable checkpoint meta ({exc}); {fix}") from None
+    if not isinstance(meta, dict):
+        raise FaceKDError(f"{path}: expected a JSON object of the run's state, got a {type(meta).__name__}; {fix}")
+    for key, (types, ok, what) in _META_FIELDS.items():
+        if key not in meta:
+            raise FaceKDError(f"{path}: {key!r} is missing; {fix}")
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, types) or not ok(value):
+            raise FaceKDError(f"{path}: {key!r} is {value!r}, expected {what}; {fix}")
+    return meta
 
 
-def latest_epoch(prefix):
-    """Largest N with ``<prefix>-N.params`` present, or None."""
+def saved_epochs(prefix):
+    """Numbers N with a ``<prefix>-N.params`` or ``<prefix>-N.json``, sorted."""
     folder, base = os.path.split(os.path.abspath(prefix))
     if not os.path.isdir(folder):
-        return None
-    epochs = []
+        return []
+    found = set()
     for name in os.listdir(folder):
-        if name.startswith(base + "-") and name.endswith(".params"):
-            try:
-                epochs.append(int(name[len(base) + 1:-len(".params")]))
-            except ValueError:
-                continue
-    return max(epochs) if epochs else None
+        stem, ext = os.path.splitext(name)
+        tail = stem[len(base) + 1:]
+        if ext in (".params", ".json") and stem.startswith(base + "-") and tail.isdigit():
+            found.add(int(tail))
+    return sorted(found)
 
 
-def load_teacher_centres(teacher_arg, num_classes, emb_size):
+def incomplete_reason(prefix, epoch):
+    """Why ``prefix,epoch`` is not a complete checkpoint set (None when it is one).
+
+    A save writes the graph, the params and then the .json, each under a temporary name
+    renamed into place: a set whose .json is present is complete.
+    """
+    sym_path, params_path = checkpoint_paths(prefix, epoch)
+    missing = [os.path.basename(p) for p in (sym_path, params_path, meta_path(prefix, epoch))
+               if not os.path.isfile(p)]
+    if missing:
+        return f"{' and '.join(missing)} missing (a save that was interrupted, or deleted files)"
+    return None
+
+
+def resume_point(prefix, log=logging.info):
+    """(epoch, meta) of the newest complete checkpoint set of ``prefix``; incomplete ones are
+    skipped with a log line saying why. None when there is no complete set."""
+    for epoch in reversed(saved_epochs(prefix)):
+        reason = incomplete_reason(prefix, epoch)
+        if reason is None:
+            return epoch, read_meta(prefix, epoch)
+        log("--resume: skipping %s-%04d: %s" % (prefix, epoch, reason))
+    return None
+
+
+def clear_run_leftovers(prefix):
+    """Remove temporary checkpoint files that a killed save left in the run folder (and say so)."""
+    return clear_leftovers(glob.escape(prefix) + "-*")
+
+
+def refuse_overwrite(prefix):
+    """A new run must not overwrite the checkpoints of an earlier one (only --resume continues them)."""
+    epochs = saved_epochs(prefix)
+    if epochs:
+        names = ", ".join("%s-%04d" % (os.path.basename(prefix), e) for e in epochs[:3])
+        more = f" and {len(epochs) - 3} more" if len(epochs) > 3 else ""
+        raise FaceKDError(f"{os.path.dirname(prefix)} already holds checkpoints of an earlier run ({names}{more}); "
+                          "continue that run with --resume, or move them away (or give another "
+                          "--models-root) to start a new one")
+
+
+def load_teacher_centres(teacher_arg, num_classes, emb_size, flag="--teacher"):
     """Row-normalised ``fc7_weight`` of the teacher checkpoint ``prefix,epoch``, checked.
 
     Raises FaceKDError when the checkpoint is missing, has no ``fc7_weight`` (an
@@ -72,8 +145,12 @@ def load_teacher_centres(teacher_arg, num_classes, emb_size):
     if not teacher_arg:
         raise FaceKDError("this loss needs the teacher's class centres: give --teacher prefix,epoch "
                           "(a checkpoint trained with a margin loss on the same classes)")
-    prefix, epoch = parse_model_arg(teacher_arg)
-    _, arg_params, _ = load_checkpoint(prefix, epoch)
+    prefix, epoch = parse_model_arg(teacher_arg, flag)
+    try:
+        _, arg_params, _ = load_checkpoint(prefix, epoch)
+    except FaceKDError as exc:
+        hint = "" if flag == "--teacher" else "; train that teacher first, or give --teacher prefix,epoch"
+        raise FaceKDError(f"{flag} {teacher_arg}: {exc}{hint}") from None
     params_file = "%s-%04d.params" % (prefix, epoch)
     if "fc7_weight" not in arg_params:
         raise FaceKDError(f"teacher {params_file} has no fc7_weight (an embedding-only cut?); "

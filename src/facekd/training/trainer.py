@@ -9,12 +9,13 @@ import numpy as np
 from .. import losses, symbols
 from ..data import labels
 from ..data.recordio import RecordDataset
-from ..errors import FaceKDError
+from ..errors import FaceKDError, mxnet_cause
 from ..evaluation import verification
 from ..symbols import flops
 from ..teacher import Embedder, load_checkpoint
 from .callbacks import CheckpointPolicy, LrBatchEpochLog, VerifyAndSave
-from .checkpoint import latest_epoch, load_teacher_centres, read_meta
+from ..atomic import check_writable_dir
+from .checkpoint import clear_run_leftovers, load_teacher_centres, refuse_overwrite, resume_point
 from .contexts import get_contexts
 from . import optimizer
 from .online_teacher import ScheduledTeacherIter
@@ -43,6 +44,11 @@ def open_dataset(cfg):
                           f"(width {dataset.layout.width}); use a distillation loss or the hard-label dataset")
     cfg.teacher_dim = dataset.layout.teacher_dim
     cfg.num_classes = dataset.num_classes  # the data's `property` is the truth
+    if dataset.num_identities and dataset.num_classes > 2 * dataset.num_identities:
+        logging.warning("%s: property declares %d classes but the set has %d identities: the class "
+                        "matrix is %.0fx larger than needed, which slows every step; write the class "
+                        "count into property", os.path.join(folder, "property"), dataset.num_classes,
+                        dataset.num_identities, dataset.num_classes / dataset.num_identities)
     return dataset
 
 
@@ -71,28 +77,54 @@ def log_network_size(embedding, cfg):
 
 
 def initial_params(cfg, args, spec):
-    """(arg_params, aux_params, fixed names, begin step, highest) from --pretrained/--resume/teacher."""
+    """(arg_params, aux_params, fixed names, begin step) from --pretrained/--resume/teacher."""
     arg_params, aux_params, begin_step, fixed = {}, {}, 0, []
     prefix = run_prefix(cfg)
     if args.resume:
-        epoch = latest_epoch(prefix)
-        if epoch is None:
-            raise FaceKDError(f"--resume: no checkpoint {prefix}-NNNN.params to resume from")
+        point = resume_point(prefix)
+        if point is None:
+            raise FaceKDError(f"--resume: no complete checkpoint {prefix}-NNNN (.params with its .json and "
+                              f"{os.path.basename(prefix)}-symbol.json) to resume from")
+        epoch, meta = point
         _, arg_params, aux_params = load_checkpoint(prefix, epoch)
-        meta = read_meta(prefix, epoch)
-        begin_step = int(meta.get("step", 0))
+        begin_step = meta["step"]
         cfg.resume_meta = meta
         logging.info("resuming from %s-%04d at step %d", prefix, epoch, begin_step)
     elif args.pretrained:
         _, arg_params, aux_params = load_checkpoint(args.pretrained, args.pretrained_epoch)
         logging.info("loaded pretrained %s-%04d", args.pretrained, args.pretrained_epoch)
     if spec.teacher_centres:
-        centres = load_teacher_centres(cfg.teacher, cfg.num_classes, cfg.emb_size)
+        centres = load_teacher_centres(cfg.teacher, cfg.num_classes, cfg.emb_size, cfg.teacher_flag)
         arg_params = dict(arg_params)
         arg_params[spec.teacher_centres] = mx.nd.array(centres)
         fixed.append(spec.teacher_centres)
         logging.info("teacher centres %s from %s, frozen", spec.teacher_centres, cfg.teacher)
     return arg_params, aux_params, fixed, begin_step
+
+
+def check_input_size(embedding, cfg):
+    """The network must take the dataset's images (e.g. y1's 7x7 GDC needs 112x112)."""
+    h, w = cfg.image_shape[:2]
+    try:
+        embedding.infer_shape(data=(1, 3, h, w))
+    except mx.base.MXNetError as exc:
+        raise FaceKDError(f"--network {cfg.network} cannot take the {h}x{w} images of {cfg.dataset_path} "
+                          f"({mxnet_cause(exc)}); align the faces to the network's input size "
+                          "(112x112 for every network here) and rebuild the dataset") from None
+
+
+def check_loaded_shapes(symbol, data_shapes, label_shapes, arg_params, aux_params, source):
+    """Weights loaded from ``source`` must have the shapes this run's graph gives them."""
+    shapes = dict(data_shapes + label_shapes)
+    arg_shapes, _, aux_shapes = symbol.infer_shape(**shapes)
+    expected = dict(zip(symbol.list_arguments(), arg_shapes))
+    expected.update(zip(symbol.list_auxiliary_states(), aux_shapes))
+    for name, value in list(arg_params.items()) + list(aux_params.items()):
+        want = expected.get(name)
+        if want is not None and tuple(value.shape) != tuple(want):
+            raise FaceKDError(f"{source}: {name} has shape {tuple(value.shape)}, this run's graph needs "
+                              f"{tuple(want)}; the checkpoint was trained with another --network, --emb-size "
+                              "or class count: give one of the same network and sizes")
 
 
 def run_prefix(cfg):
@@ -106,14 +138,12 @@ class Trainer:
         self.cfg, self.args = cfg, args
         self.spec = losses.get_loss(cfg.loss)
         self.lr_steps = parse_lr_steps(cfg.lr_steps)
-        if cfg.per_batch_size < 1:
-            raise FaceKDError(f"--per-batch-size must be positive, got {cfg.per_batch_size}")
-        if cfg.verbose < 1:
-            raise FaceKDError(f"--verbose must be positive, got {cfg.verbose}")
         if args.seed is not None:
             mx.random.seed(args.seed)
             np.random.seed(args.seed)
         self.contexts = get_contexts(args.cpu_contexts)
+        self.prefix = run_prefix(cfg)
+        self._prepare_run_folder(cfg, args)
         self.dataset = open_dataset(cfg)
         self.kv = mx.kvstore.create(cfg.kvstore)
         self.batch_size = cfg.per_batch_size * len(self.contexts)
@@ -126,8 +156,23 @@ class Trainer:
             source = f"--teacher-schedule {cfg.teacher_schedule}"
         check_teacher_dim(cfg, self.spec, source)
         self.symbol, self.embedding = build_symbols(cfg)
+        check_input_size(self.embedding, cfg)
         self.arg_params, self.aux_params, self.fixed, self.begin_step = initial_params(cfg, args, self.spec)
-        self.prefix = run_prefix(cfg)
+        if args.resume or args.pretrained:
+            source = "--resume " + self.prefix if args.resume else f"--pretrained {args.pretrained}"
+            check_loaded_shapes(self.symbol, self.train_iter.provide_data, self.train_iter.provide_label,
+                                self.arg_params, self.aux_params, source)
+
+    @staticmethod
+    def _prepare_run_folder(cfg, args):
+        """Before any work: the run folder can take checkpoints, holds no leftovers of a killed save,
+        and a new run does not overwrite an earlier run's checkpoints."""
+        prefix = run_prefix(cfg)
+        if cfg.ckpt:
+            check_writable_dir(os.path.dirname(prefix), "--models-root")
+        clear_run_leftovers(prefix)
+        if not args.resume:
+            refuse_overwrite(prefix)
 
     # ------------------------------------------------------------------ set-up
     def _make_iterator(self):
