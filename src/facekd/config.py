@@ -116,14 +116,16 @@ def read_property(folder):
     path = os.path.join(folder, "property")
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        text = f.read().strip()
+    with open(path, "rb") as f:
+        raw = f.read(4096)
     try:
+        text = raw.decode("ascii").strip()
         values = [int(v) for v in text.split(",")]
-        if len(values) != 3:
+        if len(values) != 3 or min(values) < 1:
             raise ValueError
-    except ValueError:
-        raise FaceKDError(f"{path}: expected one line 'num_classes,height,width', got {text!r}") from None
+    except ValueError:  # UnicodeDecodeError included: a binary file
+        raise FaceKDError(f"{path}: expected one line 'num_classes,height,width' of positive integers "
+                          f"(e.g. 85742,112,112), got {raw[:40]!r}; rewrite it") from None
     return tuple(values)
 
 

@@ -35,6 +35,26 @@ def describe(label):
     raise FaceKDError(f"label of width {w} has no meaning (expected 1, 2 or d+1 with d >= 3)")
 
 
+def first_bad_label(rows, layout, num_classes):
+    """(position, reason) of the first label row that does not fit ``layout`` and the class
+    count, or None: every row of the width, finite, its class id an integer in 0..num_classes-1."""
+    for i, row in enumerate(rows):
+        if np.size(row) != layout.width:
+            return i, f"label of width {np.size(row)}, the dataset's labels have width {layout.width}"
+    arr = np.asarray(rows, dtype=np.float32).reshape(len(rows), layout.width)
+    finite = np.isfinite(arr).all(axis=1)
+    cls = arr[:, -1] if layout.kind == SOFT else arr[:, 0]
+    integral = (cls == np.round(cls)) & (cls >= 0) & (cls < num_classes)
+    bad = np.flatnonzero(~(finite & integral))
+    if bad.size == 0:
+        return None
+    i = int(bad[0])
+    if not finite[i]:
+        what = "the teacher vector" if layout.kind == SOFT and np.isfinite(cls[i]) else "the label"
+        return i, f"{what} contains NaN or infinity"
+    return i, f"class id {cls[i]:g} is not an integer in 0..{num_classes - 1}"
+
+
 def class_id(label):
     """Class id of one label (scalar, [class, aligned] or soft)."""
     arr = np.asarray(label, dtype=np.float32).reshape(-1)
