@@ -6,7 +6,7 @@
 import argparse
 
 from facekd.errors import FaceKDError, run_cli
-from facekd.evaluation.plots import check_output, plot_roc
+from facekd.evaluation.plots import check_png_output, plot_roc
 from facekd.evaluation.verification import verify_models
 from facekd.teacher import parse_image_size, parse_model_list
 from facekd.training.contexts import get_contexts
@@ -22,6 +22,7 @@ def parse_args(argv=None):
     p.add_argument("--nfolds", type=int, default=10)
     p.add_argument("--image-size", default="112,112", help="network input height,width")
     p.add_argument("--roc", default="", help="write the ROC curves of every model and target to this PNG")
+    p.add_argument("--overwrite", action="store_true", help="replace the --roc file if it exists")
     p.add_argument("--cpu-contexts", type=int, default=1, help="CPU contexts when no GPU is visible")
     return p.parse_args(argv)
 
@@ -33,10 +34,10 @@ def main(argv=None):
     if not targets:
         raise FaceKDError("--target: no target names given")
     image_size = parse_image_size(args.image_size)
-    if args.roc:
-        check_output(args.roc)
-    rows = verify_models(models, args.data_dir, targets, args.batch_size, get_contexts(args.cpu_contexts),
-                         args.nfolds, image_size)
+    if args.roc:  # checked before any target is decoded or model bound
+        check_png_output(args.roc, "--roc", overwrite=args.overwrite)
+    contexts = get_contexts(args.cpu_contexts)
+    rows = verify_models(models, args.data_dir, targets, args.batch_size, contexts, args.nfolds, image_size)
     if args.roc:
         plot_roc([(f"{model} {target}", r.fpr, r.tpr) for model, target, r in rows], args.roc,
                  title="verification ROC")

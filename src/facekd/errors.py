@@ -13,7 +13,8 @@ class FaceKDError(Exception):
 
 
 _MXNET_NOISE = re.compile(r"^(Traceback \(most recent call last\):|File \"|\[bt\]|Stack trace:|\s*$)")
-_MXNET_PREFIX = re.compile(r"^(MXNetError:\s*)?(\[\d\d:\d\d:\d\d\]\s*)?(\S+\.(cc|h):\d+:\s*)?")
+_MXNET_PREFIX = re.compile(r"^MXNetError:\s*")
+_MXNET_WHERE = re.compile(r"(\[\d\d:\d\d:\d\d\]\s*)?\S+\.(cc|h|cu):\d+:\s*")  # "[hh:mm:ss] src/x.cc:12: "
 
 
 def mxnet_cause(exc):
@@ -26,7 +27,7 @@ def mxnet_cause(exc):
     lines = [line.strip() for line in str(exc).splitlines()]
     for line in lines:
         if not _MXNET_NOISE.match(line):
-            text = _MXNET_PREFIX.sub("", line).strip()
+            text = _MXNET_WHERE.sub("", _MXNET_PREFIX.sub("", line)).strip()
             if text:
                 return text
     return type(exc).__name__

@@ -82,6 +82,33 @@ def check_output(path):
         raise FaceKDError(f"cannot write {path}: folder {folder} does not exist")
 
 
+def check_png_output(path, flag, overwrite=False):
+    """Fail before any work when the PNG ``path`` (the value of ``flag``) cannot be written:
+    not a .png name, an existing folder or special file, an existing file without
+    ``overwrite``, a file in the way of its folder, a folder that is missing or not writable."""
+    from ..atomic import check_writable_dir
+
+    if os.path.isdir(path):
+        raise FaceKDError(f"{flag} {path} is a folder; give a file name such as {os.path.join(path, 'roc.png')}")
+    if not path.lower().endswith(".png"):
+        raise FaceKDError(f"{flag} {path}: the plot is written as PNG; give a file name ending in .png")
+    if os.path.lexists(path):
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise FaceKDError(f"{flag} {path} is not a regular file; choose another file name")
+        if not overwrite:
+            raise FaceKDError(f"{flag} {path} already exists; pass --overwrite to replace it, "
+                              "or choose another file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    ancestor = folder
+    while not os.path.exists(ancestor) and os.path.dirname(ancestor) != ancestor:
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise FaceKDError(f"{flag} {path}: {ancestor} is a file, not a folder; choose another path")
+    if ancestor != folder:
+        raise FaceKDError(f"{flag} {path}: folder {folder} does not exist; create it or choose another path")
+    check_writable_dir(folder, flag)
+
+
 def _save(fig, path):
     """Write the figure as PNG under a temporary name, then rename it into place."""
     plt = _pyplot()
