@@ -7,7 +7,7 @@ import argparse
 
 from facekd.errors import run_cli
 from facekd.evaluation.ijb import evaluate_ijb, format_result, read_meta
-from facekd.evaluation.plots import check_output, plot_roc
+from facekd.evaluation.plots import check_png_output, plot_roc
 from facekd.teacher import Embedder, parse_model_list
 from facekd.training.contexts import get_contexts
 
@@ -19,6 +19,7 @@ def parse_args(argv=None):
     p.add_argument("--model", required=True, action="append", help="prefix,epoch or prefix,1|2|3")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--roc", default="", help="write the ROC curves to this PNG")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --roc file")
     p.add_argument("--cpu-contexts", type=int, default=1, help="CPU contexts when no GPU is visible")
     return p.parse_args(argv)
 
@@ -27,7 +28,7 @@ def main(argv=None):
     args = parse_args(argv)
     models = [m for text in args.model for m in parse_model_list(text)]
     if args.roc:
-        check_output(args.roc)
+        check_png_output(args.roc, "--roc", args.overwrite)
     meta = read_meta(args.data_dir, args.target)
     contexts = get_contexts(args.cpu_contexts)
     curves = []

@@ -503,7 +503,8 @@ class Workspace:
         args = ["--data-dir", self._r(self.data_dir)]
         for m in models:
             args += ["--model", self.model_arg(m)]
-        args += ["--target", ",".join(targets), "--batch-size", batch_size, "--roc", self._r(roc_png)]
+        args += ["--target", ",".join(targets), "--batch-size", batch_size, "--roc", self._r(roc_png),
+                 "--overwrite"]
         log = os.path.join(self.logs, "verification.log")
         self.runner.run("recognition/eval/verification.py", args, log, label="verification")
         found = read_verification_log(log, [self.model_arg(m) for m in models], targets)
@@ -511,7 +512,7 @@ class Workspace:
 
     def plot_training(self, model):
         png = os.path.join(os.path.dirname(model.prefix), "training.png")
-        self.runner.run("recognition/eval/plot_training.py", [self._r(model.log), self._r(png)],
+        self.runner.run("recognition/eval/plot_training.py", [self._r(model.log), self._r(png), "--overwrite"],
                         os.path.join(self.logs, f"plot_{model.network}-{model.loss}.log"),
                         label=f"plot {model.network} {model.loss}")
         return png

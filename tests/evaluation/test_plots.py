@@ -43,6 +43,13 @@ def test_training_curve_png(tmp_path, capsys):
     img = cv2.imread(out)
     assert img is not None and img.shape[0] > 300
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+    # an existing output is kept unless --overwrite (here: the log itself given as the PNG)
+    with pytest.raises(FaceKDError, match=r"already exists.*--overwrite"):
+        load_script("plot_training").main([str(path), out])
+    with pytest.raises(FaceKDError, match=r"ending in \.png"):
+        load_script("plot_training").main([str(path), str(path)])
+    assert path.read_text() == LOG
+    assert load_script("plot_training").main([str(path), out, "--overwrite"]) == 0
 
 
 def test_roc_png(tmp_path):
