@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from .errors import FaceKDError, mxnet_cause
+from .symbols.shapes import infer_shape
 
 EMBEDDING_OUTPUT = "fc1_output"
 
@@ -169,7 +170,7 @@ class Embedder:
         self.symbol = flatten_fc_inputs(cut_at_embedding(symbol, name))
         self.data_shape = (batch_size, 3) + self.image_size
         try:
-            arg_shapes, out_shapes, aux_shapes = self.symbol.infer_shape(data=self.data_shape)
+            arg_shapes, out_shapes, aux_shapes = infer_shape(self.symbol, data=self.data_shape)
         except mx.base.MXNetError as exc:
             raise FaceKDError(f"{name}: the graph does not accept input {self.data_shape} "
                               f"({mxnet_cause(exc)}); check the image size") from None

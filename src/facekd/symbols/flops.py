@@ -15,6 +15,7 @@ import mxnet as mx
 import numpy as np
 
 from ..errors import FaceKDError, mxnet_cause
+from .shapes import infer_shape
 
 MODES = ("conv_fc", "pocketnet")
 DEFAULT_SHAPE = (1, 3, 112, 112)
@@ -28,7 +29,7 @@ def _infer(sym, data_shape, shapes):
     inputs = dict(shapes, data=tuple(data_shape))
     internals = sym.get_internals()
     try:
-        arg_shapes, out_shapes, _ = internals.infer_shape(**inputs)
+        arg_shapes, out_shapes, _ = infer_shape(internals, **inputs)
     except mx.base.MXNetError as exc:
         raise FaceKDError(f"cannot infer the network's shapes for input {inputs}: "
                           f"{mxnet_cause(exc)}") from None

@@ -12,6 +12,7 @@ from ..data.recordio import RecordDataset
 from ..errors import FaceKDError, mxnet_cause
 from ..evaluation import verification
 from ..symbols import flops
+from ..symbols.shapes import infer_shape
 from ..teacher import Embedder, load_checkpoint
 from .callbacks import CheckpointPolicy, LrBatchEpochLog, VerifyAndSave
 from ..atomic import check_writable_dir
@@ -106,7 +107,7 @@ def check_input_size(embedding, cfg):
     """The network must take the dataset's images (e.g. y1's 7x7 GDC needs 112x112)."""
     h, w = cfg.image_shape[:2]
     try:
-        embedding.infer_shape(data=(1, 3, h, w))
+        infer_shape(embedding, data=(1, 3, h, w))
     except mx.base.MXNetError as exc:
         raise FaceKDError(f"--network {cfg.network} cannot take the {h}x{w} images of {cfg.dataset_path} "
                           f"({mxnet_cause(exc)}); align the faces to the network's input size "
@@ -116,7 +117,7 @@ def check_input_size(embedding, cfg):
 def check_loaded_shapes(symbol, data_shapes, label_shapes, arg_params, aux_params, source):
     """Weights loaded from ``source`` must have the shapes this run's graph gives them."""
     shapes = dict(data_shapes + label_shapes)
-    arg_shapes, _, aux_shapes = symbol.infer_shape(**shapes)
+    arg_shapes, _, aux_shapes = infer_shape(symbol, **shapes)
     expected = dict(zip(symbol.list_arguments(), arg_shapes))
     expected.update(zip(symbol.list_auxiliary_states(), aux_shapes))
     for name, value in list(arg_params.items()) + list(aux_params.items()):
