@@ -16,7 +16,8 @@ def parse_args(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True, help="dataset folder with train.rec, train.idx, property")
     p.add_argument("--out", required=True, help="working folder to create (images/ and labels/)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it exists (only a folder this script wrote)")
     return p.parse_args(argv)
 
 

@@ -14,7 +14,8 @@ def main(argv=None):
     parser.add_argument("--num-thread", type=int, default=1, help="worker processes reading/aligning/encoding")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality of re-encoded (warped) images")
     parser.add_argument("--encoding", default=".jpg", help="encoding of re-encoded images: .jpg or .png")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing .rec/.idx files")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing .rec/.idx files (only ones this script wrote)")
     args = parser.parse_args(argv)
     for lst_path in find_lists(args.root):
         print(pack_list(lst_path, num_workers=args.num_thread, quality=args.quality,

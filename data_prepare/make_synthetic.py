@@ -25,7 +25,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--montage", default=None, help="also write a PNG grid of a few identities here")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="rendering processes")
-    p.add_argument("--overwrite", action="store_true", help="replace the dataset files in an existing --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the dataset files in an existing --out "
+                   "(only a dataset this script wrote)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 

@@ -29,7 +29,8 @@ def parse_args(argv):
     p.add_argument("--labels", help="stepwise: labels folder written by bin_get_images.py")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass over all devices")
     p.add_argument("--cpu-contexts", type=int, default=1, help="CPU contexts when no GPU is visible")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (a soft dataset folder only if this script wrote it)")
     return p.parse_args(argv)
 
 
@@ -48,6 +49,7 @@ def main(argv=None):
         return
     if not all(stepwise):
         raise FaceKDError("give --data-dir and --out (streaming) or --images and --labels (stepwise)")
+    prepare.check_teacher_args(args.model, args.batch_size)
     prepare.check_embeddings_output(args.labels, args.overwrite)
     image_size = prepare.first_image_size(args.images, args.labels)
     embedder = prepare.load_teacher(args.model, args.batch_size, args.cpu_contexts, image_size)

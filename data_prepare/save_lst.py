@@ -21,7 +21,7 @@ def parse_args(argv):
     p.add_argument("--labels", required=True, help="labels folder (index.tsv, embeddings.npy)")
     p.add_argument("--out", required=True, help="the list to write, e.g. OUT/train.lst")
     p.add_argument("--targets", help="copy this folder's *.bin verification targets beside the list")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing list")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing list and target files")
     return p.parse_args(argv)
 
 

@@ -1,4 +1,5 @@
 """mxnet_cause: the line of an MXNet error that says what went wrong, never its 'Traceback' header."""
+import re
 import subprocess
 import sys
 
@@ -29,7 +30,7 @@ def test_cause_of_a_shape_error():
                          kernel=(60, 60), pool_type="avg")
     exc = _raised(lambda: sym.infer_shape(data=(1, 3, 16, 16)))
     cause = mxnet_cause(exc)
-    assert cause.startswith("Error in operator pooling0: Check failed: "), cause
+    assert re.match(r"Error in operator pooling\d+: Check failed: ", cause), cause
     assert "kernel size (60) exceeds input" in cause and "pooling.cc" not in cause
 
 

@@ -129,7 +129,8 @@ def test_accuracies_at_step():
 def test_saved_accuracies_follow_the_checkpoint_meta(tmp_path):
     (tmp_path / "train.log").write_text(TRAINING_LOG)
     prefix = str(tmp_path / "model")
-    (tmp_path / "model-0001.json").write_text(json.dumps({"step": 100, "highest": True}))
+    (tmp_path / "model-0001.json").write_text(json.dumps({"step": 100, "highest": True, "rounds": 1,
+                                                            "highest_last": 0.6, "highest_sum": 1.8}))
     got = ex.saved_accuracies(str(tmp_path / "train.log"), prefix, 1, ["synth_age"])
     assert got == {"synth_age": ex.Accuracy(0.63333, 0.05627)}  # the saved round, not the last one
     with pytest.raises(FaceKDError, match="no training meta"):
@@ -303,6 +304,6 @@ def test_workspace_verify_reads_its_log(tmp_path):
     got = ws.verify(models, ex.TARGETS, str(out / "models" / "roc.png"), batch_size=16)
     assert runner.calls[0][1] == ["--data-dir", "out/synthetic", "--model", "out/models/a/model,1",
                                   "--model", "out/models/b/model,1", "--target", "synth_easy,synth_pose,synth_age",
-                                  "--batch-size", "16", "--roc", "out/models/roc.png"]
+                                  "--batch-size", "16", "--roc", "out/models/roc.png", "--overwrite"]
     assert got[models[0].model_arg]["synth_age"] == ex.Accuracy(0.8, 0.01)
     assert got[models[1].model_arg]["synth_easy"] == ex.Accuracy(0.7, 0.01)

@@ -67,3 +67,19 @@ def test_importing_facekd_sets_physical_core_count():
     code = "import os, facekd, mxnet; print(os.environ['MXNET_OMP_MAX_THREADS'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert int(out.stdout.strip()) == lscpu_cores()
+
+
+def test_binding_a_graph_prints_nothing_on_stderr():
+    """MXNet logs 'Subgraph backend MKLDNN is activated.' per bind unless MXNET_SUBGRAPH_VERBOSE=0."""
+    env = {k: v for k, v in os.environ.items() if k != "MXNET_SUBGRAPH_VERBOSE"}
+    code = ("import {first}mxnet as mx\n"
+            "s = mx.sym.Activation(mx.sym.Convolution(mx.sym.Variable('data'), kernel=(3, 3), num_filter=4),"
+            " act_type='relu')\n"
+            "m = mx.mod.Module(s, label_names=None); m.bind([('data', (1, 3, 8, 8))], for_training=False)\n"
+            "m.init_params(); m.forward(mx.io.DataBatch([mx.nd.ones((1, 3, 8, 8))]), is_train=False)\n"
+            "m.get_outputs()[0].asnumpy()\n")
+    plain = subprocess.run([sys.executable, "-c", code.format(first="")], env=env, capture_output=True, text=True)
+    assert "Subgraph backend" in plain.stderr  # what MXNet alone prints: the test can fail
+    quiet = subprocess.run([sys.executable, "-c", code.format(first="facekd, ")], env=env, capture_output=True,
+                           text=True)
+    assert quiet.returncode == 0 and quiet.stderr == ""

@@ -27,7 +27,8 @@ def atomic_path(path):
             os.remove(tmp)
 
 
-def _pid_alive(pid):
+def pid_alive(pid):
+    """Whether process ``pid`` runs (this process counts as running)."""
     if pid == os.getpid():
         return True
     try:
@@ -48,7 +49,7 @@ def clear_leftovers(pattern, log=logging.info):
     removed = []
     for path in sorted(glob.glob(pattern)):
         match = _LEFTOVER.match(os.path.basename(path))
-        if match is None or _pid_alive(int(match.group("pid"))):
+        if match is None or pid_alive(int(match.group("pid"))):
             continue
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)

@@ -227,10 +227,7 @@ def saved_accuracies(log_path, prefix, epoch, targets):
     from .evaluation.plots import read_training_log
     from .training.checkpoint import read_meta
 
-    meta = read_meta(prefix, epoch)
-    if "step" not in meta:
-        raise FaceKDError(f"{prefix}-{epoch:04d}.json: no training meta (step) beside the checkpoint")
-    return accuracies_at_step(read_training_log(log_path), int(meta["step"]), targets)
+    return accuracies_at_step(read_training_log(log_path), read_meta(prefix, epoch)["step"], targets)
 
 
 def network_size(prefix, mode="conv_fc"):

@@ -7,6 +7,10 @@ as the 2-core machine this project is developed on) that leaves half the cores i
 a y1 forward of 64 images took 158 ms with the default and 80 ms with both cores.
 :func:`configure_openmp` gives MXNet one thread per *physical* core available to the
 process instead, read from the CPU topology, and leaves any user setting alone.
+
+:func:`quiet_subgraph_log` keeps MXNet from printing "Subgraph backend MKLDNN is
+activated." on stderr each time a graph is bound, so that a failing command's stderr
+is the one line of its error.
 """
 import os
 import sys
@@ -49,3 +53,9 @@ def configure_openmp(environ=None, modules=None):
         return None
     environ["MXNET_OMP_MAX_THREADS"] = str(physical_cores())
     return environ["MXNET_OMP_MAX_THREADS"]
+
+
+def quiet_subgraph_log(environ=None):
+    """``MXNET_SUBGRAPH_VERBOSE=0`` unless the user set it; returns the value in force."""
+    environ = os.environ if environ is None else environ
+    return environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")

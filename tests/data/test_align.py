@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from datahelpers import dot_centres, dots_image, rotate_scale
-from facekd.data.align import ARCFACE_TEMPLATE, align_face, similarity_transform
+from facekd.data.align import ARCFACE_TEMPLATE, align_face, check_landmarks, similarity_transform
 from facekd.errors import FaceKDError
 
 SQ3 = np.sqrt(3.0)
@@ -55,3 +55,50 @@ def test_warp_puts_landmarks_on_the_template():
 def test_degenerate_landmarks_are_refused(points):
     with pytest.raises(FaceKDError):
         similarity_transform(points, ARCFACE_TEMPLATE)
+
+
+# ----------------------------------------------------------------------------- degenerate landmarks
+COLLINEAR = np.array([[10.0, 20.0], [20.0, 20.0], [30.0, 20.0], [40.0, 20.0], [50.0, 20.0]])  # one row
+DIAGONAL = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [4.0, 4.0]]) * 10 + 5
+IDENTICAL = np.full((5, 2), 60.0)
+
+
+@pytest.mark.parametrize("points, what", [(COLLINEAR, "are collinear"), (DIAGONAL, "are collinear"),
+                                          (IDENTICAL, "are all at one point"),
+                                          (IDENTICAL + np.arange(10).reshape(5, 2) * 1e-3, "are all at one point")])
+def test_check_landmarks_refuses_degenerate_sets(points, what):
+    where = "train.lst:7: /data/raw/c1.jpg"
+    with pytest.raises(FaceKDError) as err:
+        check_landmarks(points, where)
+    msg = str(err.value)
+    assert msg.startswith(f"{where}: landmarks ({points[0, 0]:g},{points[0, 1]:g}) ") and what in msg
+    assert "\n" not in msg
+    with pytest.raises(FaceKDError, match=what):  # align_face with a location checks the same
+        align_face(np.zeros((200, 200, 3), np.uint8), points, where=where)
+
+
+def test_identical_landmarks_refused_by_the_solver_itself():
+    with pytest.raises(FaceKDError, match=r"landmarks \(60,60\) \(60,60\) .* are all at one point"):
+        similarity_transform(IDENTICAL, ARCFACE_TEMPLATE)
+
+
+def test_degenerate_target_gives_no_transform():
+    # src fine, dst all one point: the least-squares scale is 0, the warp would be a single pixel
+    with pytest.raises(FaceKDError, match=r"degenerate \(scale 0\)"):
+        similarity_transform(ARCFACE_TEMPLATE, np.full((5, 2), 3.0))
+
+
+@pytest.mark.parametrize("yaw", [0.0, 60.0, 80.0])
+def test_real_faces_pass_the_check(yaw):
+    # the template seen under yaw (x squeezed by cos(yaw)), rotated, scaled and shifted: a face, not degenerate
+    squeezed = (ARCFACE_TEMPLATE - ARCFACE_TEMPLATE.mean(0)) * [np.cos(np.deg2rad(yaw)), 1.0]
+    pts = rotate_scale(squeezed, 0.5, 40.0, (100.0, 100.0))
+    np.testing.assert_array_equal(check_landmarks(pts, "x"), pts)
+
+
+def test_valid_set_aligns_to_hand_computed_transform_through_the_check():
+    # src = 0.5 * R(90 deg) @ template + (100, 20); the inverse by hand: 2 * R(-90 deg) = [[0, 2], [-2, 0]],
+    # b = -A @ (100, 20) = (-40, 200)
+    src = rotate_scale(ARCFACE_TEMPLATE, 0.5, 90.0, (100.0, 20.0))
+    check_landmarks(src, "x")
+    np.testing.assert_allclose(similarity_transform(src, ARCFACE_TEMPLATE), [[0, 2, -40], [-2, 0, 200]], atol=1e-9)

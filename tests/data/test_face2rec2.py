@@ -1,5 +1,6 @@
 """data_prepare/face2rec2.py: packs .lst lists; MXNet's own reader reads the result."""
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -115,3 +116,68 @@ def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"face2rec2.py: error: {tmp_path}: no *.lst files found; "
                                                 "write the image lists there first"]
+
+
+# ----------------------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize("points, what", [
+    (np.array([[30.0, 50.0], [60.0, 50.0], [90.0, 50.0], [120.0, 50.0], [150.0, 50.0]]), "are collinear"),
+    (np.full((5, 2), 77.0), "are all at one point"),
+])
+def test_degenerate_landmarks_are_refused_before_packing(image_folder, points, what):
+    root, _ = image_folder
+    with open(root / "train.lst", "a") as f:
+        f.write(f"0\traw/c3.jpg\t2\t{_landmark_fields(points)}\n")  # line 7
+    pairs = " ".join(f"({x:g},{y:g})" for x, y in points)
+    with pytest.raises(FaceKDError, match=rf"^{root / 'train.lst'}:7: {root / 'raw' / 'c3.jpg'}: landmarks "
+                                          rf"{re.escape(pairs)} {what} .*fix them in the list"):
+        main([str(root / "train.lst"), "--num-thread", "2"])
+    assert not [f for f in os.listdir(root) if f.endswith((".rec", ".idx")) or "tmp" in f or f == "property"]
+
+
+def test_binary_list_fails_in_one_line(tmp_path):
+    (tmp_path / "train.lst").write_bytes(b"1\ta.jpg\t0\n" + bytes(range(256)) + b"\n")
+    proc = subprocess.run([sys.executable, SCRIPT, str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"face2rec2.py: error: {tmp_path / 'train.lst'}:2: contains a NUL byte at column 1; this is a binary "
+        "file, not an image list (one tab-separated text line per image)"]
+
+
+def test_overwrite_refuses_a_rec_it_did_not_write(image_folder):
+    root, _ = image_folder
+    # a dataset packed by someone else (MXNet's own writer), with the list put beside it
+    rec = mx.recordio.MXIndexedRecordIO(str(root / "val.idx"), str(root / "val.rec"), "w")
+    rec.write_idx(0, b"original dataset")
+    rec.close()
+    before = {p: open(root / p, "rb").read() for p in ("val.rec", "val.idx")}
+    with pytest.raises(FaceKDError, match=rf"^{root / 'val.rec'} exists and was not written by face2rec2.py "
+                                          r"\(no \.facekd-output marker\); remove it yourself or put the list in "
+                                          "another folder$"):
+        main([str(root / "val.lst"), "--overwrite"])
+    assert {p: open(root / p, "rb").read() for p in ("val.rec", "val.idx")} == before
+    os.remove(root / "val.rec")
+    os.remove(root / "val.idx")
+    main([str(root / "val.lst")])
+    assert "face2rec2.py val" in (root / ".facekd-output").read_text().splitlines()
+    main([str(root / "val.lst"), "--overwrite"])  # its own output: replaced
+
+
+def test_image_that_is_an_output_file_is_refused(image_folder):
+    root, _ = image_folder
+    (root / "val.lst").write_text("1\tid0/b.jpg\t0\n1\tval.rec\t1\n")
+    (root / "val.rec").write_bytes(b"an image someone named val.rec")
+    with pytest.raises(FaceKDError, match=r"val\.lst:2: the image val\.rec is a file this list is packed into"):
+        main([str(root / "val.lst"), "--overwrite"])
+    assert (root / "val.rec").read_bytes() == b"an image someone named val.rec"
+
+
+def test_leftovers_of_a_killed_pack_are_cleared(image_folder, capsys):
+    root, _ = image_folder
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    (root / f"val.rec.tmp{proc.pid}").write_bytes(b"\0" * 4096)
+    (root / f"val.idx.tmp{proc.pid}").write_text("0\t0\n")
+    main([str(root / "val.lst")])
+    err = capsys.readouterr().err
+    assert f"removed {root / f'val.rec.tmp{proc.pid}'}, left by an interrupted run (process {proc.pid})" in err
+    assert not [f for f in os.listdir(root) if "tmp" in f]

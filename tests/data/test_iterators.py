@@ -282,3 +282,57 @@ def test_jpeg_compress_keeps_shape_and_changes_pixels():
     img = face_like(1, SIZE)
     out = augment.jpeg_compress(img, np.random.default_rng(0))
     assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img)
+
+
+# ----------------------------------------------------------------------------- every label checked as read
+BIG = 60  # more images than the labels sampled when the dataset opens
+
+
+def _label_set(soft=False):
+    """Labels, payloads and class ids of 60 images of 10 classes (6 each)."""
+    classes = np.repeat(np.arange(10), 6)
+    rng = np.random.default_rng(0)
+    labels = [make_soft(rng.normal(size=(1, 4)), [c])[0] if soft else float(c) for c in classes]
+    return labels, [png_bytes(face_like(i % 7, SIZE)) for i in range(BIG)], classes
+
+
+def _sampled_keys(folder, labels, payloads, classes):
+    """Keys that opening the dataset reads (found by opening a good copy and watching its reads)."""
+    write_raw_dataset(str(folder), labels, payloads, _identities(classes), prop=f"10,{SIZE},{SIZE}")
+    seen = []
+    original = RecordDataset.read
+
+    def spy(self, key):
+        seen.append(int(key))
+        return original(self, key)
+
+    RecordDataset.read = spy
+    try:
+        RecordDataset(str(folder)).close()
+    finally:
+        RecordDataset.read = original
+    return set(seen)
+
+
+@pytest.mark.parametrize("soft, bad_label, message", [
+    (False, 15.0, r"class id 15 is not an integer in 0\.\.9"),
+    (False, -1.0, r"class id -1 is not an integer in 0\.\.9"),
+    (False, 2.5, r"class id 2\.5 is not an integer in 0\.\.9"),
+    (False, float("nan"), r"the label contains NaN"),
+    (False, np.array([3, 1], np.float32), r"label of width 2, the dataset's labels have width 1"),
+    (True, np.array([np.nan, 0, 1, 2, 3], np.float32), r"the teacher vector contains NaN"),
+    (True, np.array([1, 2, 3, 4, 10], np.float32), r"class id 10 is not an integer in 0\.\.9"),
+    (True, np.array([1, 2, 3], np.float32), r"label of width 3, the dataset's labels have width 5"),
+])
+def test_every_label_is_checked_as_the_iterator_reads_it(tmp_path, soft, bad_label, message):
+    labels, payloads, classes = _label_set(soft)
+    sampled = _sampled_keys(tmp_path / "good", labels, payloads, classes)
+    key = next(k for k in range(BIG // 2, BIG + 1) if k not in sampled)  # a record the open does not read
+    labels[key - 1] = bad_label
+    folder = str(tmp_path / "bad")
+    write_raw_dataset(folder, labels, payloads, _identities(classes), prop=f"10,{SIZE},{SIZE}")
+    with RecordDataset(folder) as ds:  # the sampled labels are fine: it opens
+        with FaceImageIter(ds, batch_size=6, data_shape=SHAPE, shuffle=False, seed=0) as data:
+            with pytest.raises(FaceKDError, match=rf"train\.rec: image record {key}: {message}"):
+                for _ in data:
+                    pass

@@ -91,3 +91,25 @@ def test_missing_and_empty_lists(tmp_path):
                                   f"0\tb.png\t3\t{LANDMARKS}", "1\tx.jpg\t0.5 -1.25 0.03 2 12"])
 def test_format_line_reproduces_canonical_lines(line):
     assert format_line(parse_line(line)) == line
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"1\tok.jpg\t0\n\x00\x01\x02PK\x03\x04\x00\x00\n", r"train\.lst:2: contains a NUL byte at column 1; this is a "
+                                                        r"binary file, not an image list"),
+    (b"1\tok.jpg\t0\n1\tcaf\xe9.jpg\t0\n", r"train\.lst:2: byte 0xe9 at column 6 is not UTF-8 text; the list must "
+                                           r"be a UTF-8 text file"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", r"train\.lst:1: byte 0x89 at column 1 is not UTF-8 text"),
+])
+def test_binary_list_is_one_line_naming_file_and_line(tmp_path, data, message):
+    path = tmp_path / "train.lst"
+    path.write_bytes(data)
+    with pytest.raises(FaceKDError, match=rf"^{tmp_path}/{message}") as err:
+        read_lst(str(path))
+    assert "\n" not in str(err.value)
+
+
+def test_utf8_list_with_bom_and_non_ascii_paths(tmp_path):
+    path = tmp_path / "train.lst"
+    path.write_bytes("\ufeff1\tcafé/ü.jpg\t3\r\n".encode("utf-8"))
+    (entry,) = read_lst(str(path))
+    assert entry.path == "café/ü.jpg" and entry.label == 3.0 and entry.lineno == 1

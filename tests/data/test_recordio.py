@@ -240,7 +240,8 @@ def test_corrupt_record_is_named(tmp_path):
     rec.write_idx(0, mx.recordio.pack(mx.recordio.IRHeader(0, np.array([2, 2], np.float32), 0, 0), b""))
     rec.write_idx(1, b"\x05\x00\x00\x00" + b"\x00" * 20)  # claims a 5-float label it does not hold
     rec.close()
-    with pytest.raises(FaceKDError, match=r"train\.rec: record 1 is corrupt"):
+    with pytest.raises(FaceKDError, match=r"train\.rec: record 1 at byte 40 is corrupt \(its header declares "
+                                          r"a 5-float label, 24 bytes cannot hold it\)"):
         RecordDataset(str(tmp_path))
 
 
@@ -285,3 +286,99 @@ def test_read_index_refuses_missing_or_repeated_keys(tmp_path, monkeypatch, keys
 def test_read_index_of_an_empty_file(tmp_path):
     (tmp_path / "train.idx").write_text("")
     assert recordio.read_index(str(tmp_path / "train.idx")).size == 0
+
+
+# ----------------------------------------------------------------------------- a file damaged mid-way
+N_BIG = 30  # images; records 1..30, identities of 3 images each
+
+
+def _big_raw(folder):
+    classes = [float(i // 3) for i in range(N_BIG)]
+    idents = [[1 + 3 * c, 4 + 3 * c] for c in range(N_BIG // 3)]
+    write_raw_dataset(str(folder), classes, [png_bytes(face_like(i % 4)) for i in range(N_BIG)], idents,
+                      prop=f"{N_BIG // 3},112,112")
+    offsets = {}
+    for line in (folder / "train.idx").read_text().splitlines():  # the index, split by hand
+        k, o = line.split("\t")
+        offsets[int(k)] = int(o)
+    return offsets
+
+
+def _damage(path, offset, data):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+# how each damage is written at record KEY's offset (its 8-byte frame: magic, length; then its header)
+DAMAGE = {
+    "magic flipped": (0, b"\x00\x00\x00\x00"),
+    "64 bytes overwritten across the record start": (-32, b"\xab" * 64),
+    "length field garbage, later records intact": (4, b"\xff\xff\xff\x1f"),
+    "label count garbage": (8, b"\xff\xff\xff\x7f"),
+}
+KEY = 17
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGE))
+def test_corrupt_record_mid_file_read_and_iter(tmp_path, case):
+    offsets = _big_raw(tmp_path)
+    rec = str(tmp_path / "train.rec")
+    shift, data = DAMAGE[case]
+    with RecordDataset(str(tmp_path)) as ds:  # opened while intact: whatever the open-time sample is
+        _damage(rec, offsets[KEY] + shift, data)
+        expected = rf"^{rec}: record {KEY} at byte {offsets[KEY]} is corrupt \(.+\); " \
+                   r"the file is damaged, re-copy or rebuild it$"
+        with pytest.raises(FaceKDError, match=expected) as err:
+            ds.read(KEY)
+        assert "Traceback" not in str(err.value) and "\n" not in str(err.value)
+        seen = []
+        with pytest.raises(FaceKDError, match=expected) as err:
+            for key, _, _ in ds.iter_records():
+                seen.append(key)
+        assert "Traceback" not in str(err.value)
+        assert seen == list(range(1, KEY))  # damage before the start lies in record KEY-1's image bytes
+        assert ds.read(KEY + 1)[0].tolist() == [KEY // 3]  # the rest of the file still reads
+
+
+def test_corrupt_record_found_on_open(tmp_path):
+    offsets = _big_raw(tmp_path)
+    _damage(str(tmp_path / "train.rec"), offsets[1], b"\x00\x00\x00\x00")  # record 1 is always read on open
+    with pytest.raises(FaceKDError, match=rf"train\.rec: record 1 at byte {offsets[1]} is corrupt \(.*Invalid "
+                                          r"RecordIO File\); the file is damaged"):
+        RecordDataset(str(tmp_path))
+
+
+def test_truncated_last_record_is_named_truncated(tmp_path):
+    offsets = _big_raw(tmp_path)
+    last = max(offsets, key=offsets.get)  # the record stored last
+    assert last == N_BIG + N_BIG // 3  # the last identity record, read on open
+    with open(tmp_path / "train.rec", "r+b") as f:
+        f.truncate(offsets[last] + 12)  # its frame survives, its body is cut
+    with pytest.raises(FaceKDError, match=rf"train\.rec: record {last} at byte {offsets[last]} is cut short "
+                                          rf"\(32 bytes declared\), the file ends at byte {offsets[last] + 12}; "
+                                          "the file is truncated, re-copy or rebuild it$"):
+        RecordDataset(str(tmp_path))
+
+
+def _dead_pid():
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_writer_clears_temporary_files_of_a_killed_writer(tmp_path, capsys):
+    pid = _dead_pid()
+    for name in (f"train.rec.tmp{pid}", f"train.idx.tmp{pid}", f"train.rec.header.tmp{pid}"):
+        (tmp_path / name).write_bytes(b"\x00" * 100)
+    (tmp_path / f"train.rec.tmp{os.getpid()}x").write_bytes(b"not a leftover name")
+    _write(tmp_path, [0, 1], [png_bytes(face_like(0))] * 2)
+    err = capsys.readouterr().err
+    for name in (f"train.rec.tmp{pid}", f"train.idx.tmp{pid}", f"train.rec.header.tmp{pid}"):
+        assert f"removed {tmp_path / name}, left by an interrupted run (process {pid})" in err
+    assert sorted(os.listdir(tmp_path)) == ["property", "train.idx", "train.rec", f"train.rec.tmp{os.getpid()}x"]
+    rec = mx.recordio.MXIndexedRecordIO(str(tmp_path / "train.idx"), str(tmp_path / "train.rec"), "r")
+    assert mx.recordio.unpack(rec.read_idx(0))[0].label.tolist() == [3, 5]
+    rec.close()

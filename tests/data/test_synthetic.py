@@ -18,7 +18,8 @@ from facekd.data.synthetic.render import Projector
 from facekd.errors import FaceKDError, run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FILES = ("train.rec", "train.idx", "property", "synth_easy.bin", "synth_pose.bin", "synth_age.bin")
+FILES = ("train.rec", "train.idx", "property", "synth_easy.bin", "synth_pose.bin", "synth_age.bin",
+         ".facekd-output")  # the marker: a folder make_synthetic.py wrote (and may --overwrite)
 TARGET_NAMES = ("synth_easy", "synth_pose", "synth_age")
 
 

@@ -128,11 +128,13 @@ def test_killed_run_restarts_cleanly(synthetic_dir, teacher, tmp_path, capsys):
     """What a SIGKILL leaves (a half-written OUT.partial) is discarded by the rerun."""
     partial = tmp_path / "o.partial"
     partial.mkdir()
-    (partial / "train.rec.tmp").write_bytes(b"\x00" * 1000)
-    (partial / "train.idx.tmp").write_text("0\t0\n1\t")
+    (partial / ".facekd-output").write_text("save_embeddings.py soft-dataset\n")  # made first by every run
+    (partial / "train.rec.tmp4242").write_bytes(b"\x00" * 1000)
+    (partial / "train.idx.tmp4242").write_text("0\t0\n1\t")
     code, _, err = run_script("save_embeddings", ["--model", teacher[0], "--data-dir", str(synthetic_dir),
                                                   "--out", str(tmp_path / "o"), "--batch-size", "8"], capsys)
     assert code == 0, err
+    assert f"removed {partial}, the unfinished output of an interrupted run" in err
     assert sorted(os.listdir(tmp_path)) == ["o"]
     assert sorted(os.listdir(tmp_path / "o")) == sorted(os.listdir(synthetic_dir))
 

@@ -127,8 +127,10 @@ def test_several_cpu_contexts_and_odd_batch(synthetic_dir, source, teacher, tmp_
 
 
 def test_overwrite_replaces(built, synthetic_dir, source, teacher, tmp_path, capsys):
+    """--overwrite replaces a soft dataset this script wrote (it carries the marker)."""
     out = tmp_path / "o"
-    out.mkdir()
+    code, _, err = streaming(synthetic_dir, out, teacher, capsys)
+    assert code == 0, err
     (out / "stale.txt").write_text("old")
     code, _, err = streaming(synthetic_dir, out, teacher, capsys, "--overwrite")
     assert code == 0, err

@@ -297,8 +297,8 @@ class FaceImageIter(_BatchedIter):
             raise
 
     def _fetch(self, keys):
-        records = [self.dataset.read(int(k)) for k in keys]
-        return np.stack([r[0] for r in records]), [r[1] for r in records], [self.record_name(k) for k in keys]
+        labels, payloads = self.dataset.read_images(keys)
+        return labels, payloads, [self.record_name(k) for k in keys]
 
     def reset(self):
         """Start a new epoch: reshuffle (when ``shuffle``) and start prefetching."""

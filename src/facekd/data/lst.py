@@ -97,13 +97,28 @@ def format_line(entry):
     return "\t".join(fields)
 
 
+def _text_line(raw, where, lineno):
+    """One line of a list as text: UTF-8 (a BOM on line 1 is dropped), no NUL bytes."""
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        raise FaceKDError(f"{where}: contains a NUL byte at column {nul + 1}; "
+                          "this is a binary file, not an image list (one tab-separated text line per image)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FaceKDError(f"{where}: byte 0x{raw[exc.start]:02x} at column {exc.start + 1} is not UTF-8 text; "
+                          "the list must be a UTF-8 text file (one tab-separated line per image)") from None
+    return text[1:] if lineno == 1 and text.startswith("\ufeff") else text
+
+
 def read_lst(path):
     """All entries of a ``.lst`` file (blank lines skipped); errors name ``path:line``."""
     if not os.path.isfile(path):
         raise FaceKDError(f"{path}: list file not found")
     entries = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = _text_line(raw, f"{path}:{lineno}", lineno)
             if line.strip():
                 entries.append(parse_line(line, f"{path}:{lineno}", lineno))
     if not entries:

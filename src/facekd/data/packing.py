@@ -2,8 +2,13 @@
 
 Worker processes read, align and encode images; the main process writes the
 records in list order. Aligned images go in byte for byte; unaligned ones with
-landmarks are warped onto the ArcFace template and re-encoded; unaligned ones
+landmarks are warped onto the ArcFace template and re-encoded (degenerate landmarks,
+all at one point or on one line, are refused before any image work); unaligned ones
 without landmarks are skipped and counted.
+
+The folder's marker ``.facekd-output`` records each list packed there
+(``face2rec2.py <prefix>``); ``--overwrite`` replaces an existing ``<prefix>.rec``/``.idx``
+only when the marker names it, never a dataset this tool did not write.
 """
 import functools
 import glob
@@ -14,11 +19,15 @@ from dataclasses import dataclass
 import cv2
 from tqdm import tqdm
 
+from ..atomic import check_writable_dir
 from ..errors import FaceKDError
-from .align import ALIGNED_SIZE, align_face
+from .align import ALIGNED_SIZE, align_face, check_landmarks
 from .images import ENCODINGS, decode, encode
 from .lst import read_lst, resolve
+from .prepare import MARKER, read_marker, write_marker, written_by
 from .recordio import IdentityTracker, RecordDatasetWriter
+
+TOOL = "face2rec2.py"
 
 
 @dataclass
@@ -72,7 +81,32 @@ def prepare_image(entry, lst_path, quality=95, encoding=".jpg"):
             raise FaceKDError(f"{where}: {path} is marked aligned but is {rgb.shape[0]}x{rgb.shape[1]}, "
                               f"not {ALIGNED_SIZE[0]}x{ALIGNED_SIZE[1]}; set aligned=0 and give its landmarks")
         return data
-    return encode(align_face(rgb, entry.landmarks), quality, encoding)
+    return encode(align_face(rgb, entry.landmarks, where=f"{where}: {path}"), quality, encoding)
+
+
+def output_paths(folder, prefix):
+    """The files packing ``<prefix>.lst`` writes in ``folder``."""
+    names = [prefix + ".rec", prefix + ".idx"] + (["property"] if prefix == "train" else [])
+    return [os.path.join(folder, name) for name in names]
+
+
+def check_outputs(lst_path, entries, folder, prefix, overwrite):
+    """Before any image work: the folder writable, no listed image among the files to be written,
+    and ``overwrite`` replacing only a ``.rec``/``.idx`` this tool wrote (the folder's marker)."""
+    check_writable_dir(folder, f"{lst_path}: output folder")
+    outputs = output_paths(folder, prefix)
+    names = {os.path.basename(p) for p in outputs}
+    real = {os.path.realpath(p) for p in outputs}
+    for entry in entries:  # realpath only for the few paths that could clash
+        if os.path.basename(entry.path) in names and os.path.realpath(resolve(entry, lst_path)) in real:
+            raise FaceKDError(f"{lst_path}:{entry.lineno}: the image {entry.path} is a file this list is packed "
+                              "into; move the list or the image to another folder")
+    existing = [p for p in outputs[:2] if os.path.exists(p)]
+    if overwrite and existing and not written_by(folder, TOOL, prefix):
+        entries_ = read_marker(folder)
+        reason = (f"its {MARKER} marker does not list {TOOL} {prefix}" if entries_ else f"no {MARKER} marker")
+        raise FaceKDError(f"{existing[0]} exists and was not written by {TOOL} ({reason}); "
+                          "remove it yourself or put the list in another folder")
 
 
 def _init_worker():
@@ -94,8 +128,11 @@ def pack_list(lst_path, num_workers=1, quality=95, encoding=".jpg", overwrite=Fa
     tracker = IdentityTracker(lst_path)  # fail on grouping/label problems before any image work
     for entry in kept:
         tracker.add(entry.label, f"line {entry.lineno}")
+        if not entry.aligned:
+            check_landmarks(entry.landmarks, f"{lst_path}:{entry.lineno}: {resolve(entry, lst_path)}")
     folder = os.path.dirname(os.path.abspath(lst_path))
     prefix = os.path.basename(lst_path)[:-len(".lst")]
+    check_outputs(lst_path, kept, folder, prefix, overwrite)
     work = functools.partial(prepare_image, lst_path=lst_path, quality=quality, encoding=encoding)
     pool = multiprocessing.Pool(num_workers, initializer=_init_worker) if num_workers > 1 else None
     try:
@@ -108,6 +145,7 @@ def pack_list(lst_path, num_workers=1, quality=95, encoding=".jpg", overwrite=Fa
         if pool is not None:
             pool.terminate()
             pool.join()
+    write_marker(folder, TOOL, prefix)
     aligned = sum(1 for e in kept if e.aligned)
     return PackSummary(lst_path, writer.rec_path, len(kept), len(tracker.identities), writer.num_classes,
                        aligned, len(kept) - aligned, len(entries) - len(kept))

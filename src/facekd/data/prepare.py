@@ -12,23 +12,30 @@ by the later steps::
 :func:`write_soft_lst` joins the two into a ``.lst`` of soft labels, grouped by class,
 which ``data_prepare/face2rec2.py`` packs into ``train.rec``/``train.idx``/``property``.
 Every output is written under a temporary name and renamed when complete
-(:func:`staged_output` for folders, ``<name>.partial`` for files).
+(:func:`staged_output` for folders, ``<name>.partial`` for files). Every output folder
+carries a marker file :data:`MARKER` naming the tool that wrote it; ``--overwrite``
+replaces only a folder whose marker names the same tool (:func:`check_output_folder`).
 """
 import contextlib
 import glob
 import os
+import re
 import shutil
+import sys
 import time
 from collections import namedtuple
 
 import numpy as np
 
+from ..atomic import OLD_TAG, pid_alive, atomic_path, check_writable_dir, clear_leftovers
 from ..errors import FaceKDError
 from . import labels as label_layout
 
 INDEX_FILE = "index.tsv"
 EMBEDDINGS_FILE = "embeddings.npy"
 PARTIAL = ".partial"
+MARKER = ".facekd-output"  # in every output folder: one "tool kind" line per tool that wrote there
+_MARKER_HEAD = "# written by facekd; --overwrite replaces this folder's outputs only for the tools named here\n"
 
 StepSummary = namedtuple("StepSummary", "num_images num_classes seconds path")
 
@@ -57,6 +64,11 @@ def check_output(path, overwrite, flag="--out"):
         raise FaceKDError(f"{flag} {path} already exists; choose another path or pass --overwrite")
 
 
+def notice(message):
+    """One line on stderr saying what a run did besides its work (cleared or restored leftovers)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def remove_path(path):
     """Remove a file, link or folder tree if present."""
     if os.path.isdir(path) and not os.path.islink(path):
@@ -66,30 +78,176 @@ def remove_path(path):
 
 
 def replace_path(staged, final):
-    """Move ``staged`` to ``final``; an existing ``final`` is set aside first, then removed."""
+    """Move ``staged`` to ``final``; an existing ``final`` is set aside first, then removed.
+
+    A kill between the two renames leaves ``final`` missing and the previous output as
+    ``final.old-PID``; :func:`recover_leftovers` (run by the next run) restores it.
+    """
     old = None
     if os.path.lexists(final):
-        old = f"{final}.old-{os.getpid()}"
+        old = f"{final}{OLD_TAG}{os.getpid()}"
         os.rename(final, old)
     os.rename(staged, final)
     if old is not None:
         remove_path(old)
 
 
-@contextlib.contextmanager
-def staged_output(final, overwrite=False, flag="--out"):
-    """Yield the folder ``final + '.partial'`` to write into; rename it to ``final`` on success.
+# ----------------------------------------------------------------------------- ownership marker
 
-    A leftover ``.partial`` folder (from a killed run) is removed first, so a rerun with
-    the same arguments starts over cleanly. On an exception the partial folder is removed
-    and ``final`` is untouched; a crash at any point never leaves anything under ``final``.
+def read_marker(folder):
+    """The ``(tool, kind)`` entries of ``folder/.facekd-output``; None when the folder has no marker."""
+    path = os.path.join(folder, MARKER)
+    if not os.path.isdir(folder) or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        text = f.read(1 << 16).decode("utf-8", errors="replace")
+    entries = []
+    for line in text.splitlines():
+        parts = line.split()
+        if parts and not parts[0].startswith("#"):
+            entries.append((parts[0], " ".join(parts[1:])))
+    return entries
+
+
+def write_marker(folder, tool, kind):
+    """Record in ``folder/.facekd-output`` that ``tool`` wrote ``kind`` there (other tools' lines are kept)."""
+    entries = read_marker(folder) or []
+    if (tool, kind) in entries:
+        return
+    entries.append((tool, kind))
+    with atomic_path(os.path.join(folder, MARKER)) as tmp, open(tmp, "w") as f:
+        f.write(_MARKER_HEAD + "".join(f"{t} {k}\n" for t, k in entries))
+
+
+def written_by(folder, tool, kind=None):
+    """Whether the marker of ``folder`` names ``tool`` (and ``kind``, when given)."""
+    return any(t == tool and (kind is None or k == kind) for t, k in read_marker(folder) or [])
+
+
+def not_owned_error(path, tool, flag, what=None):
+    """The refusal to replace ``path`` that ``tool`` did not write (``what`` names it, default ``flag path``)."""
+    entries = read_marker(path)
+    if entries:
+        reason = f"its {MARKER} marker names {', '.join(sorted({t for t, _ in entries}))}"
+    else:
+        reason = f"no {MARKER} marker"
+    what = f"{flag} {path}" if what is None else what
+    return FaceKDError(f"{what} exists and was not written by {tool} ({reason}); "
+                       f"remove it yourself or choose another {flag}")
+
+
+# ----------------------------------------------------------------------------- input vs output
+
+def _inside(path, folder):
+    """Whether real path ``path`` is ``folder`` or lies under it (both already resolved)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_separate(input_path, in_flag, out_path, out_flag="--out"):
+    """Refuse an output that is, contains or lies inside the input (symlinks resolved).
+
+    The staging names beside the output (``OUT.partial``, ``OUT.old-PID``), which a run
+    removes, count as the output too.
+    """
+    inp = os.path.realpath(input_path)
+    out = os.path.realpath(out_path)
+    if inp == out:
+        raise FaceKDError(f"{out_flag} {out_path} is the input {in_flag}; write the output to a new folder")
+    if _inside(out, inp):
+        raise FaceKDError(f"{out_flag} {out_path} is inside the input {in_flag} {input_path}; "
+                          "write the output outside the input folder")
+    if _inside(inp, out):
+        raise FaceKDError(f"{out_flag} {out_path} contains the input {in_flag} {input_path}; "
+                          f"replacing it would delete the input, choose an {out_flag} outside it")
+    final = os.path.normpath(os.path.abspath(out_path))
+    staging = re.compile(re.escape(os.path.basename(final)) + r"(\.partial|\.old-\d+)$")
+    rel = os.path.relpath(inp, os.path.realpath(os.path.dirname(final)))
+    if staging.match(rel.split(os.sep)[0]):
+        raise FaceKDError(f"{in_flag} {input_path} lies in {rel.split(os.sep)[0]}, a staging name of "
+                          f"{out_flag} {out_path} that a run removes; rename the input or choose another {out_flag}")
+
+
+# ----------------------------------------------------------------------------- leftovers
+
+def _dead_old_copies(final):
+    """``final.old-PID`` paths whose process is gone, newest first."""
+    pattern = re.compile(re.escape(os.path.basename(final)) + re.escape(OLD_TAG) + r"(\d+)$")
+    found = []
+    for path in glob.glob(glob.escape(final) + OLD_TAG + "*"):
+        match = pattern.match(os.path.basename(path))
+        if match and not pid_alive(int(match.group(1))):
+            found.append(path)
+    return sorted(found, key=lambda p: os.lstat(p).st_mtime, reverse=True)
+
+
+def recover_leftovers(final, tool, flag="--out", log=notice):
+    """Clean up what a killed run of ``tool`` left beside the output ``final``; returns the notes logged.
+
+    * ``final.old-PID`` (PID gone) is the previous output, set aside by :func:`replace_path`
+      just before the new one was renamed in. When ``final`` exists the kill came after that
+      rename, so the copy is stale and removed. When ``final`` is missing the kill came
+      between the two renames and the copy is the only copy of the user's previous output:
+      it is renamed back to ``final`` (never deleted). The half-finished new output in
+      ``final.partial`` is then discarded like any other; the rerun rebuilds it. Of several
+      copies (not made by one tool, but possible) the newest is restored, the rest removed.
+    * ``final.partial`` is an unfinished output: removed. A folder there that does not carry
+      ``tool``'s marker (and is not empty) was not made by ``tool`` and is refused instead.
+
+    Each action is logged (one line through ``log``) so the user knows where the space went.
     """
     final = os.path.normpath(final)
-    check_output(final, overwrite, flag)
+    notes = []
+
+    def say(message):
+        notes.append(message)
+        log(f"{tool}: {message}")
+
+    olds = _dead_old_copies(final)
+    if olds and not os.path.lexists(final):
+        os.rename(olds[0], final)
+        say(f"restored {final} from {olds[0]}, the previous output set aside by an interrupted run")
+    clear_leftovers(glob.escape(final) + OLD_TAG + "*", say)
     staged = final + PARTIAL
-    remove_path(staged)
+    if os.path.isdir(staged) and not os.path.islink(staged):
+        if os.listdir(staged) and not written_by(staged, tool):
+            raise not_owned_error(staged, tool, flag, what=f"{flag} {final}: {staged}")
+        remove_path(staged)
+        say(f"removed {staged}, the unfinished output of an interrupted run")
+    elif os.path.lexists(staged):
+        remove_path(staged)
+        say(f"removed {staged}, the unfinished output of an interrupted run")
+    return notes
+
+
+def check_output_folder(final, overwrite, tool, flag="--out"):
+    """Before any work: leftovers cleared, an existing ``final`` only with ``overwrite`` and only
+    when ``tool`` wrote it (its marker), and the location writable."""
+    final = os.path.normpath(final)
+    recover_leftovers(final, tool, flag)
+    check_output(final, overwrite, flag)
+    if os.path.lexists(final) and not written_by(final, tool):
+        raise not_owned_error(final, tool, flag)
+    check_writable_dir(final, flag)
+    if os.path.lexists(final):  # the new output is staged beside it, in the parent
+        check_writable_dir(os.path.dirname(os.path.abspath(final)), flag)
+
+
+@contextlib.contextmanager
+def staged_output(final, overwrite=False, flag="--out", tool="facekd", kind="output"):
+    """Yield the folder ``final + '.partial'`` to write into; rename it to ``final`` on success.
+
+    :func:`check_output_folder` runs first: a leftover ``.partial`` folder or ``.old-PID``
+    copy (from a killed run) is cleared or restored and said so, and an existing ``final`` is
+    replaced only with ``overwrite`` when its marker names ``tool``. The new folder gets the
+    marker ``tool kind``. On an exception the partial folder is removed and ``final`` is
+    untouched; a crash at any point never leaves anything under ``final``.
+    """
+    final = os.path.normpath(final)
+    check_output_folder(final, overwrite, tool, flag)
+    staged = final + PARTIAL
     os.makedirs(staged)
     try:
+        write_marker(staged, tool, kind)
         yield staged
     except BaseException:
         remove_path(staged)
@@ -97,22 +255,53 @@ def staged_output(final, overwrite=False, flag="--out"):
     replace_path(staged, final)
 
 
-def load_teacher(model, batch_size, cpu_contexts=1, image_size=(112, 112)):
-    """facekd.teacher.Embedder of ``model`` ("prefix,epoch") over the GPUs of CUDA_VISIBLE_DEVICES,
-    else ``cpu_contexts`` CPU contexts; ``batch_size`` images per forward over all of them."""
-    from ..teacher import Embedder, parse_model_arg
-    from ..training.contexts import get_contexts
+def check_teacher_args(model, batch_size):
+    """The cheap checks of :func:`load_teacher` (the ``--model`` format, ``--batch-size``); ``(prefix, epoch)``."""
+    from ..teacher import parse_model_arg
 
     if batch_size < 1:
         raise FaceKDError(f"--batch-size must be >= 1, got {batch_size}")
-    prefix, epoch = parse_model_arg(model, "--model")
+    return parse_model_arg(model, "--model")
+
+
+def load_teacher(model, batch_size, cpu_contexts=1, image_size=(112, 112)):
+    """facekd.teacher.Embedder of ``model`` ("prefix,epoch") over the GPUs of CUDA_VISIBLE_DEVICES,
+    else ``cpu_contexts`` CPU contexts; ``batch_size`` images per forward over all of them."""
+    from ..teacher import Embedder
+    from ..training.contexts import get_contexts
+
+    prefix, epoch = check_teacher_args(model, batch_size)
     return Embedder.from_checkpoint(prefix, epoch, get_contexts(cpu_contexts), batch_size, image_size)
+
+
+def input_class_id(label, rec_path, key, num_classes, width=None):
+    """Class id of the label of input record ``key``, checked against ``num_classes`` (the input's
+    property): an error names the input file and key, never the output being written."""
+    arr = np.asarray(label, dtype=np.float32).reshape(-1)
+    prop = os.path.join(os.path.dirname(rec_path), "property")
+    if width is not None and arr.size != width:
+        raise FaceKDError(f"{rec_path} record {key}: label has {arr.size} values, record 1 has {width}; "
+                          "every image needs the same label layout, rebuild the dataset with face2rec2.py")
+    if arr.size in (0, 3):
+        raise FaceKDError(f"{rec_path} record {key}: a label of {arr.size} values has no meaning "
+                          "(expected a class id, [class, aligned] or d+1 floats); rebuild the dataset")
+    value = float(arr[-1] if arr.size >= 4 else arr[0])
+    if not (np.isfinite(value) and value == int(value) and 0 <= value < num_classes):
+        raise FaceKDError(f"{rec_path} record {key}: class id {value:g} is not an integer in "
+                          f"0..{num_classes - 1} (num_classes of {prop}); fix that record's label "
+                          "(rebuild the dataset with face2rec2.py) or num_classes in the property file")
+    return int(value)
+
+
+def target_files(src_dir):
+    """The verification targets ``src_dir/*.bin``, sorted."""
+    return sorted(glob.glob(os.path.join(glob.escape(src_dir), "*.bin")))
 
 
 def copy_targets(src_dir, dst_dir):
     """Copy the verification targets ``src_dir/*.bin`` into ``dst_dir``; returns their names."""
     names = []
-    for path in sorted(glob.glob(os.path.join(glob.escape(src_dir), "*.bin"))):
+    for path in target_files(src_dir):
         shutil.copyfile(path, os.path.join(dst_dir, os.path.basename(path)))
         names.append(os.path.basename(path))
     return names
@@ -125,13 +314,19 @@ def image_path(cls, key, ext):
     return f"{cls}/{key}{ext}"
 
 
+EXTRACT_TOOL = "bin_get_images.py"
+
+
 def extract_images(data_dir, out_dir, overwrite=False, progress=True):
     """Step 1: write every image of ``data_dir/train.rec`` to ``out_dir/images`` plus the index."""
     from .recordio import RecordDataset
 
     start = time.time()
     classes = set()
-    with RecordDataset(data_dir) as ds, staged_output(out_dir, overwrite) as staged:
+    check_separate(data_dir, "--data-dir", out_dir)
+    check_output_folder(out_dir, overwrite, EXTRACT_TOOL)
+    with RecordDataset(data_dir) as ds, \
+            staged_output(out_dir, overwrite, tool=EXTRACT_TOOL, kind="work-folder") as staged:
         images_dir = os.path.join(staged, "images")
         labels_dir = os.path.join(staged, "labels")
         os.makedirs(images_dir)
@@ -139,7 +334,7 @@ def extract_images(data_dir, out_dir, overwrite=False, progress=True):
         with open(os.path.join(labels_dir, INDEX_FILE), "w") as index, \
                 _progress(ds.num_images, "extract", progress) as bar:
             for key, label, payload in ds.iter_records():
-                cls = label_layout.class_id(label)
+                cls = input_class_id(label, ds.rec_path, key, ds.num_classes, ds.layout.width)
                 rel = image_path(cls, key, image_extension(payload, f"{ds.rec_path} record {key}"))
                 if cls not in classes:
                     os.makedirs(os.path.join(images_dir, str(cls)), exist_ok=True)
@@ -173,16 +368,17 @@ def count_index(labels_dir):
 def iter_index(labels_dir):
     """Yield :class:`IndexEntry` for each line of ``labels_dir/index.tsv``, in order."""
     path = _index_path(labels_dir)
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.rstrip("\n").split("\t")
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
             try:
-                if len(parts) != 3:
+                line = raw.decode("utf-8")
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) != 3 or "\0" in line:
                     raise ValueError
                 yield IndexEntry(int(parts[0]), int(parts[1]), parts[2])
-            except ValueError:
+            except ValueError:  # UnicodeDecodeError included
                 raise FaceKDError(f"{path} line {lineno}: expected 'key<TAB>class<TAB>path', "
-                                  f"got {line.rstrip()!r}") from None
+                                  f"got {raw.rstrip()[:80]!r}; re-run data_prepare/bin_get_images.py") from None
 
 
 def _batches(iterable, size):
@@ -229,10 +425,17 @@ def embeddings_path(labels_dir):
     return os.path.join(labels_dir, EMBEDDINGS_FILE)
 
 
+EMBED_TOOL = "save_embeddings.py"
+
+
 def check_embeddings_output(labels_dir, overwrite):
-    """Refuse an existing ``embeddings.npy`` unless ``overwrite`` (before loading the teacher)."""
+    """Before loading the teacher: leftovers of a killed run cleared (or the previous vectors
+    restored, see :func:`recover_leftovers`), an existing ``embeddings.npy`` only with
+    ``overwrite``, and ``labels_dir`` writable."""
     _index_path(labels_dir)
+    recover_leftovers(embeddings_path(labels_dir), EMBED_TOOL, "--labels")
     check_output(embeddings_path(labels_dir), overwrite, "--labels")
+    check_writable_dir(labels_dir, "--labels")
 
 
 def save_embeddings(embedder, images_dir, labels_dir, overwrite=False, progress=True):
@@ -318,12 +521,33 @@ def write_soft_lst(images_dir, labels_dir, lst_path, overwrite=False, targets_di
     start = time.time()
     if not lst_path.endswith(".lst"):
         raise FaceKDError(f"--out {lst_path}: the list name must end in .lst (e.g. OUT/train.lst)")
+    if os.path.isdir(lst_path):
+        raise FaceKDError(f"--out {lst_path} is a folder; give the list file to write, e.g. {lst_path}/train.lst")
+    if not os.path.isdir(images_dir):
+        raise FaceKDError(f"--images {images_dir}: not a folder; pass the images folder written by "
+                          "data_prepare/bin_get_images.py")
+    folder = os.path.dirname(os.path.abspath(lst_path))
+    if targets_dir is not None:
+        if not os.path.isdir(targets_dir):
+            raise FaceKDError(f"--targets {targets_dir}: not a folder; pass the original dataset folder")
+        if os.path.realpath(targets_dir) == os.path.realpath(folder):
+            raise FaceKDError(f"--out {lst_path} is in the --targets folder {targets_dir}: its .bin files would be "
+                              "copied onto themselves and face2rec2.py there would replace that dataset; "
+                              "write the list to a new folder")
+    if _inside(os.path.realpath(folder), os.path.realpath(images_dir)):  # not among the images it lists
+        raise FaceKDError(f"--out {lst_path} is inside the input --images {images_dir}; "
+                          "write the list to a new folder")
+    clear_leftovers(glob.escape(lst_path) + ".tmp*", lambda m: notice(f"save_lst.py: {m}"))
     check_output(lst_path, overwrite)
-    if targets_dir is not None and not os.path.isdir(targets_dir):
-        raise FaceKDError(f"--targets {targets_dir}: not a folder; pass the original dataset folder")
+    if targets_dir is not None and not overwrite:
+        for path in target_files(targets_dir):
+            there = os.path.join(folder, os.path.basename(path))
+            if os.path.lexists(there):
+                raise FaceKDError(f"--out {lst_path}: {there} already exists and --targets would replace it; "
+                                  "choose another folder or pass --overwrite")
     n = count_index(labels_dir)
     load_embeddings(labels_dir, n)  # fail before the progress bar starts
-    folder = os.path.dirname(os.path.abspath(lst_path))
+    check_writable_dir(folder, "--out")
     os.makedirs(folder, exist_ok=True)
     entries = tqdm(soft_lst_entries(images_dir, labels_dir), total=n, desc="lst", unit="img",
                    disable=not progress, smoothing=0.1)

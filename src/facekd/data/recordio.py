@@ -218,15 +218,47 @@ class RecordDataset:
             raise
 
     # ------------------------------------------------------------------ validation
-    def _raw(self, key):
+    def _raw(self, key, sequential=False):
+        """The bytes of record ``key``: read at its index offset, or (``sequential``) the next record
+        of the reader, which :meth:`iter_records` has placed at that offset.
+
+        A damaged file (MXNet's framing check fails, or the bytes cannot hold the record header
+        and the label it declares) is one line naming the file, the key and the byte offset;
+        a record at or past the end of the file, or the last stored record running past it,
+        means the file is truncated.
+        """
+        offset = int(self._offsets[key])
+
+        def damaged(cause):
+            return FaceKDError(f"{self.rec_path}: record {key} at byte {offset} is corrupt ({cause}); "
+                               "the file is damaged, re-copy or rebuild it")
+
+        def truncated(what):
+            return FaceKDError(f"{self.rec_path}: record {key} at byte {offset} {what}, the file ends at "
+                               f"byte {os.path.getsize(self.rec_path)}; the file is truncated, re-copy or rebuild it")
+
         try:
-            record = self._reader.read_idx(key)
+            record = self._reader.read() if sequential else self._reader.read_idx(key)
         except mx.base.MXNetError as exc:
-            raise FaceKDError(f"{self.rec_path}: cannot read record {key} "
-                              f"({mxnet_cause(exc)}); the .rec and .idx do not match") from None
+            with open(self.rec_path, "rb") as f:  # MXNet's frame: magic, then 29 bits of length
+                f.seek(offset)
+                frame = f.read(8)
+            size = os.path.getsize(self.rec_path)
+            later = (self._offsets > offset) & (self._offsets < size)  # records stored after this one
+            if len(frame) == 8 and not later.any():
+                magic, length = struct.unpack("<II", frame)
+                length &= (1 << 29) - 1  # the top 3 bits flag multi-part records
+                if magic == 0xCED7230A and offset + 8 + length > size:
+                    raise truncated(f"is cut short ({length} bytes declared)") from None
+            cause = mxnet_cause(exc)
+            raise damaged("MXNet cannot read it" if cause.startswith("Traceback") else cause) from None
         if record is None:
-            raise FaceKDError(f"{self.rec_path}: record {key} is missing (file truncated?); "
-                              "the .rec and .idx do not match")
+            raise truncated("is missing")
+        if len(record) < mx.recordio._IR_SIZE:
+            raise damaged(f"{len(record)} bytes cannot hold a {mx.recordio._IR_SIZE}-byte record header")
+        flag = struct.unpack_from("I", record)[0]
+        if mx.recordio._IR_SIZE + 4 * flag > len(record):
+            raise damaged(f"its header declares a {flag}-float label, {len(record)} bytes cannot hold it")
         return record
 
     def _validate(self):
@@ -266,6 +298,9 @@ class RecordDataset:
             if label.size != layout.width:
                 raise FaceKDError(f"{self.rec_path}: image labels mix widths ({layout.width} at key 1, "
                                   f"{label.size} at key {key}); every image needs the same label layout")
+            if not np.isfinite(label).all():
+                raise FaceKDError(f"{self.rec_path}: image {key}: its label contains NaN or infinity; "
+                                  "fix the record or rebuild the dataset")
             cls = L.class_id(label)
             if not 0 <= cls < self.num_classes:
                 raise FaceKDError(f"{self.rec_path}: image {key} has class id {cls}, outside 0..{self.num_classes - 1} "
@@ -292,6 +327,17 @@ class RecordDataset:
         header, payload = _unpack(self._raw(key), self.rec_path, key)
         return _unpack_label(header), payload
 
+    def read_images(self, keys):
+        """(labels float32 (n, w), payloads) of image records ``keys``, every label checked against
+        the dataset's layout and class count (the first bad one is an error naming its key)."""
+        records = [self.read(int(k)) for k in keys]
+        bad = L.first_bad_label([r[0] for r in records], self.layout, self.num_classes)
+        if bad is not None:
+            i, reason = bad
+            raise FaceKDError(f"{self.rec_path}: image record {int(keys[i])}: {reason} (property: "
+                              f"{self.num_classes} classes); fix the record or rebuild the dataset")
+        return np.stack([r[0] for r in records]), [r[1] for r in records]
+
     def iter_records(self, start=1, stop=None):
         """Yield (key, label, payload) for keys start..stop-1 (default: all images), reading sequentially."""
         stop = self.num_images + 1 if stop is None else stop
@@ -301,10 +347,7 @@ class RecordDataset:
         for key in range(start, stop):
             if key == start or reader.read_position() != offsets[key]:  # seek only out of file order
                 reader.seek(key)
-            record = reader.read()
-            if record is None:
-                raise FaceKDError(f"{self.rec_path}: record {key} is missing (file truncated?)")
-            header, payload = _unpack(record, self.rec_path, key)
+            header, payload = _unpack(self._raw(key, sequential=True), self.rec_path, key)
             yield key, _unpack_label(header), payload
 
     def reopen(self):
@@ -394,8 +437,10 @@ class _IndexWritingRecordIO(mx.recordio.MXIndexedRecordIO):
 class RecordDatasetWriter:
     """Writes ``folder/{prefix}.rec/.idx`` (+ ``property`` when ``prefix == 'train'``) atomically.
 
-    Records go to temporary files that :meth:`commit` renames into place;
-    :meth:`abort` (or an exception inside ``with``) removes them. Key 0 is
+    Records go to temporary files (``train.rec.tmp<pid>``, ``train.idx.tmp<pid>``) that
+    :meth:`commit` renames into place; :meth:`abort` (or an exception inside ``with``)
+    removes them. Those of a writer killed before it could (its process gone) are removed
+    when the next writer of the same files starts, with a line on stderr. Key 0 is
     written first as a fixed-size placeholder and filled in on commit, so the
     file has the usual insightface order.
     """
@@ -412,9 +457,18 @@ class RecordDatasetWriter:
             if os.path.exists(path) and not overwrite:
                 raise FaceKDError(f"{path}: already exists; remove it or pass overwrite=True (--overwrite)")
         os.makedirs(folder, exist_ok=True)
-        self._tmp_rec = self.rec_path + ".tmp"
-        self._tmp_idx = self.idx_path + ".tmp"
-        self._tmp_header = self.rec_path + ".header.tmp"
+        import glob
+        import sys
+
+        from ..atomic import TMP_TAG, clear_leftovers
+
+        prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "facekd"
+        for final in (self.rec_path, self.idx_path, self.rec_path + ".header"):
+            clear_leftovers(glob.escape(final) + TMP_TAG + "*",
+                            lambda m: print(f"{prog}: {m}", file=sys.stderr, flush=True))
+        self._tmp_rec = f"{self.rec_path}{TMP_TAG}{os.getpid()}"
+        self._tmp_idx = f"{self.idx_path}{TMP_TAG}{os.getpid()}"
+        self._tmp_header = f"{self.rec_path}.header{TMP_TAG}{os.getpid()}"
         self._tracker = IdentityTracker(self.rec_path)
         self._writer = _IndexWritingRecordIO(self._tmp_idx, self._tmp_rec)
         self._writer.write_idx(0, self._header_record(0, 0))

@@ -10,9 +10,10 @@ Three stages run at once over bounded queues, so memory does not grow with the d
 
 Everything is written into ``OUT.partial/`` and renamed to ``OUT`` when complete
 (:func:`facekd.data.prepare.staged_output`). An interrupted build leaves nothing under
-``OUT``; rerun with the same arguments and it starts over, discarding ``OUT.partial``.
+``OUT``; rerun with the same arguments and it starts over, discarding ``OUT.partial`` (and
+saying so). ``OUT`` carries the marker ``.facekd-output``; ``--overwrite`` replaces only such a
+folder, never one this tool did not write, and ``OUT`` may neither contain nor lie inside ``IN``.
 """
-import os
 import queue
 import threading
 import time
@@ -22,7 +23,8 @@ import numpy as np
 
 from ..errors import FaceKDError
 from . import labels as label_layout
-from .prepare import check_finite, check_output, copy_targets, load_teacher, staged_output
+from .prepare import (EMBED_TOOL, check_finite, check_output_folder, check_separate, check_teacher_args,
+                      copy_targets, input_class_id, load_teacher, staged_output)
 from .recordio import RecordDataset, RecordDatasetWriter
 
 BuildSummary = namedtuple("BuildSummary", "num_images num_identities emb_size seconds out_dir")
@@ -106,11 +108,20 @@ def _read(pipe, dataset, batch_size, buffers, out_q):
         return pipe.put(out_q, _decode_batch(batch, dataset.rec_path, dataset.image_size, buffer))
 
     batch = _Batch([], [], [])
+    width, current, done = dataset.layout.width, None, set()
     for key, label, payload in dataset.iter_records():
         if pipe.stop.is_set():
             return
+        cls = input_class_id(label, dataset.rec_path, key, dataset.num_classes, width)
+        if cls != current:  # the output's identities are the runs of one class id
+            if cls in done:
+                raise FaceKDError(f"{dataset.rec_path} record {key}: class {cls} re-appears after other classes; "
+                                  "the images of one class must be contiguous, rebuild the dataset with its "
+                                  "images grouped by class (face2rec2.py)")
+            done.add(current)
+            current = cls
         batch.keys.append(key)
-        batch.classes.append(label_layout.class_id(label))
+        batch.classes.append(cls)
         batch.payloads.append(payload)
         if len(batch.keys) == batch_size:
             if not send(batch):
@@ -132,10 +143,11 @@ def _write(pipe, writer, in_q, bar):
 
 
 def check_build_args(data_dir, out_dir, overwrite):
-    """Cheap checks before the teacher is loaded: the output policy and distinct folders."""
-    if os.path.abspath(data_dir) == os.path.abspath(out_dir):
-        raise FaceKDError(f"--out {out_dir} is the input --data-dir; write the soft dataset to a new folder")
-    check_output(out_dir, overwrite)
+    """Cheap checks before the teacher is loaded: input and output apart (neither inside the other),
+    leftovers of a killed run cleared, the output policy (``--overwrite`` replaces only a soft dataset
+    this tool wrote) and a writable ``--out``."""
+    check_separate(data_dir, "--data-dir", out_dir)
+    check_output_folder(out_dir, overwrite, EMBED_TOOL)
 
 
 def build_soft_dataset(data_dir, out_dir, embedder, overwrite=False, queue_depth=2, progress=True):
@@ -151,7 +163,8 @@ def build_soft_dataset(data_dir, out_dir, embedder, overwrite=False, queue_depth
     if embedder.emb_size < 3:
         raise FaceKDError(f"teacher embedding has {embedder.emb_size} dims; soft labels need d >= 3 (--model)")
     start = time.time()
-    with RecordDataset(data_dir) as dataset, staged_output(out_dir, overwrite) as staged:
+    with RecordDataset(data_dir) as dataset, \
+            staged_output(out_dir, overwrite, tool=EMBED_TOOL, kind="soft-dataset") as staged:
         pipe = _Pipeline()
         decoded, embedded = queue.Queue(queue_depth), queue.Queue(queue_depth)
         h, w = dataset.image_size
@@ -195,6 +208,7 @@ def build_soft_dataset(data_dir, out_dir, embedder, overwrite=False, queue_depth
 
 def build_from_checkpoint(data_dir, out_dir, model, batch_size=64, cpu_contexts=1, overwrite=False, progress=True):
     """:func:`build_soft_dataset` with the teacher ``model`` ("prefix,epoch"), after the cheap checks."""
+    check_teacher_args(model, batch_size)
     check_build_args(data_dir, out_dir, overwrite)
     with RecordDataset(data_dir) as dataset:
         image_size = dataset.image_size

@@ -323,8 +323,7 @@ class TripletIter(_BatchedIter):
 
     # ---------------------------------------------------------------- one bag
     def _read_bag(self, keys):
-        records = [self.dataset.read(int(k)) for k in keys]
-        return np.stack([r[0] for r in records]), [r[1] for r in records]
+        return self.dataset.read_images(keys)
 
     def _decode_chunk(self, payloads, keys, lo, hi):
         """Start decoding bag images lo..hi-1 (un-augmented) in the pool: (uint8 array, futures)."""

@@ -65,6 +65,8 @@ def read_meta(prefix, epoch):
     fix = (f"it is written by train.py beside {os.path.basename(checkpoint_paths(prefix, epoch)[1])}; "
            f"restore it, or move the {os.path.basename(prefix)}-%04d.* files away to resume from an "
            "earlier checkpoint" % epoch)
+    if not os.path.isfile(path):
+        raise FaceKDError(f"{path}: no training meta beside the checkpoint (file not found); {fix}")
     try:
         with open(path, "rb") as f:
             meta = json.loads(f.read().decode("utf-8"))

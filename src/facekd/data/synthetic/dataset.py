@@ -2,15 +2,22 @@
 
 Workers render and encode images; the main process writes them in plan order,
 so the files are byte-identical for a seed whatever the number of workers.
-Everything is written into a staging folder beside the output and moved into
-place at the end: a failure leaves nothing half-written.
+Everything is written into a staging folder beside the output (``.NAME.tmp<pid>``)
+and moved into place at the end: a failure leaves nothing half-written, and the
+staging folder of a killed run is removed (and said so) by the next run.
+
+The folder gets the marker ``.facekd-output`` (:mod:`facekd.data.prepare`).
+``--overwrite`` replaces :data:`OUTPUT_FILES` in an existing folder only when its
+marker names this tool; a folder holding none of them (e.g. only notes) may take
+the dataset, nothing in it is replaced. A dataset the tool did not write, such as a
+real training set given as ``--out`` by mistake, is refused.
 """
+import glob
 import itertools
 import multiprocessing
 import os
 import shutil
 import signal
-import tempfile
 import time
 from collections import namedtuple
 from contextlib import contextmanager
@@ -18,9 +25,11 @@ from contextlib import contextmanager
 import cv2
 from tqdm import tqdm
 
+from ...atomic import check_writable_dir, clear_leftovers
 from ...errors import FaceKDError
 from ..binfile import save_bin
 from ..images import decode
+from ..prepare import MARKER, notice, not_owned_error, write_marker, written_by
 from ..recordio import RecordDatasetWriter
 from .image import IMAGE_SIZE, render_encoded
 from .montage import DIFFERENT, SAME, MontageRow, check_png_path, montage, save_png
@@ -28,6 +37,7 @@ from .plan import (STREAM_PAIR_IMAGE, STREAM_TRAIN_IMAGE, TARGETS, plan_all_pair
                    val_identities)
 
 OUTPUT_FILES = ("train.rec", "train.idx", "property") + tuple(t.name + ".bin" for t in TARGETS)
+TOOL, KIND = "make_synthetic.py", "synthetic-dataset"
 
 MONTAGE_IDENTITIES, MONTAGE_IMAGES, MONTAGE_PAIRS = 6, 8, 4
 
@@ -54,12 +64,26 @@ def _renderer(workers):
         yield lambda tasks: pool.imap(render_encoded, tasks, chunksize=16)
 
 
+def _stage_path(out):
+    """The staging folder of ``out``: hidden, beside it, tagged with this process id."""
+    out = os.path.abspath(out)
+    return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.tmp{os.getpid()}")
+
+
 def _check_output(out, overwrite):
     if os.path.exists(out) and not os.path.isdir(out):
         raise FaceKDError(f"--out {out} is a file; give a folder")
-    if os.path.isdir(out) and os.listdir(out) and not overwrite:
-        raise FaceKDError(f"--out {out} already exists and is not empty; pass --overwrite to replace "
-                          "its dataset files, or choose another folder")
+    stage = _stage_path(out)
+    clear_leftovers(glob.escape(stage[:-len(str(os.getpid()))]) + "*", lambda m: notice(f"{TOOL}: {m}"))
+    if os.path.isdir(out) and os.listdir(out):
+        if not overwrite:
+            raise FaceKDError(f"--out {out} already exists and is not empty; pass --overwrite to replace "
+                              "its dataset files, or choose another folder")
+        replaced = [name for name in OUTPUT_FILES if os.path.lexists(os.path.join(out, name))]
+        if replaced and not written_by(out, TOOL):
+            raise not_owned_error(out, TOOL, "--out")
+    check_writable_dir(out, "--out")
+    check_writable_dir(os.path.dirname(os.path.abspath(out)), "--out")  # the staging folder goes there
 
 
 @contextmanager
@@ -67,19 +91,22 @@ def _staging(out):
     """A fresh folder beside ``out``; on success its files replace those in ``out``, else it is removed."""
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.", suffix=".tmp", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it private; the dataset folder should not be
+    stage = _stage_path(out)
+    if os.path.lexists(stage):  # our own pid: left by an earlier process that had it
+        shutil.rmtree(stage)
+    os.mkdir(stage)
     try:
+        write_marker(stage, TOOL, KIND)
         yield stage
         if os.path.isdir(out) and not os.listdir(out):
             os.rmdir(out)
         if not os.path.exists(out):
             os.rename(stage, out)
         else:
+            write_marker(out, TOOL, KIND)  # merged with the lines of other tools
             for name in sorted(os.listdir(stage)):
-                os.replace(os.path.join(stage, name), os.path.join(out, name))
+                if name != MARKER:
+                    os.replace(os.path.join(stage, name), os.path.join(out, name))
     finally:
         if os.path.isdir(stage):
             shutil.rmtree(stage)
