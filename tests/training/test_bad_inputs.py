@@ -240,3 +240,26 @@ def test_the_script_prints_one_line_and_exits_2(synthetic_dir, tmp_path, flags, 
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip() and "Subgraph backend" not in line]
     assert len(lines) == 1 and lines[0].startswith("train.py: error: ") and phrase in lines[0], proc.stderr
+
+
+@pytest.mark.slow
+def test_a_rec_damaged_mid_file_stops_training_naming_the_record(synthetic_dir, tmp_path, caplog):
+    """The open samples a few records; a damaged one elsewhere is found when the iterator reads it."""
+    import shutil
+
+    from facekd.data.recordio import RecordDataset, read_index
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data)
+    offsets = read_index(str(data / "train.idx"))
+    with RecordDataset(str(data)) as ds:
+        n = ds.num_images
+    sampled = {1, n} | {int(k) for k in np.linspace(1, n, 18).astype(np.int64)}
+    key = next(k for k in range(n // 2, n) if k not in sampled)
+    with open(data / "train.rec", "r+b") as f:  # overwrite the record's framing magic
+        f.seek(int(offsets[key]))
+        f.write(b"\0" * 8)
+    message = _error(_argv(data, tmp_path / "models", "--max-steps", "100", "--verbose", "100", "--ckpt", "0",
+                           "--no-mirror"))
+    assert message.startswith(f"{data}/train.rec: record {key} at byte {int(offsets[key])} is corrupt")
+    assert "Traceback" not in message
