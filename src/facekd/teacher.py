@@ -76,7 +76,7 @@ def load_checkpoint(prefix, epoch):
     sym_path, params_path = checkpoint_paths(prefix, epoch)
     if not os.path.isfile(sym_path):
         raise FaceKDError(f"checkpoint symbol {sym_path} not found; check the model prefix "
-                          f"(expected <prefix>-symbol.json beside <prefix>-%04d.params)")
+                          f"(expected <prefix>-symbol.json beside <prefix>-NNNN.params)")
     if not os.path.isfile(params_path):
         have = available_epochs(prefix)
         hint = f"available epochs: {', '.join(map(str, have))}" if have else "no params files with this prefix"
