@@ -21,7 +21,7 @@ import time
 
 from facekd import experiments as ex
 from facekd.errors import FaceKDError, run_cli
-from facekd.teacher import parse_model_arg
+from facekd.checkpoints import parse_model_arg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEACHER_NETWORK = ["--net-act", "relu", "--emb-size", "512"]

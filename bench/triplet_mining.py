@@ -82,7 +82,7 @@ def y1_embedder(batch_size):
 
     from facekd.config import generate_config
     from facekd.symbols import get_symbol, network_initializer
-    from facekd.teacher import Embedder
+    from facekd.embedder import Embedder
     from facekd.training.contexts import get_contexts
 
     cfg = generate_config("y1", "synthetic", "arcface")

@@ -85,7 +85,7 @@ def load_model(args):
 
     from facekd.config import generate_config
     from facekd.symbols import get_symbol, network_initializer
-    from facekd.teacher import load_checkpoint, parse_model_arg
+    from facekd.checkpoints import load_checkpoint, parse_model_arg
 
     if args.model:
         return load_checkpoint(*parse_model_arg(args.model))
@@ -181,7 +181,7 @@ def methods(args, symbol, arg_params, aux_params, vset):
     import mxnet as mx
 
     from facekd.evaluation import verification
-    from facekd.teacher import Embedder
+    from facekd.embedder import Embedder
 
     batch, images = args.batch_size, vset.images
     embedder = Embedder(symbol, arg_params, aux_params, [mx.cpu()], batch)

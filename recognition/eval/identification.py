@@ -7,7 +7,8 @@ import argparse
 
 from facekd.errors import FaceKDError, run_cli
 from facekd.evaluation.identification import MEGAFACE_FAR, format_rows, identify_folders
-from facekd.teacher import Embedder, parse_image_size, parse_model_arg
+from facekd.checkpoints import parse_model_arg
+from facekd.embedder import Embedder, parse_image_size
 from facekd.training.contexts import get_contexts
 
 

@@ -6,9 +6,10 @@
 import argparse
 
 from facekd.errors import run_cli
-from facekd.evaluation.ijb import evaluate_ijb, format_result, read_meta
+from facekd.evaluation.ijb import evaluate_ijb, format_result, read_ijb_meta
 from facekd.evaluation.plots import check_png_output, plot_roc
-from facekd.teacher import Embedder, parse_model_list
+from facekd.checkpoints import parse_model_list
+from facekd.embedder import Embedder
 from facekd.training.contexts import get_contexts
 
 
@@ -29,7 +30,7 @@ def main(argv=None):
     models = [m for text in args.model for m in parse_model_list(text)]
     if args.roc:
         check_png_output(args.roc, "--roc", args.overwrite)
-    meta = read_meta(args.data_dir, args.target)
+    meta = read_ijb_meta(args.data_dir, args.target)
     contexts = get_contexts(args.cpu_contexts)
     curves = []
     for prefix, epoch in models:

@@ -8,7 +8,8 @@ import argparse
 from facekd.errors import FaceKDError, run_cli
 from facekd.evaluation.plots import check_png_output, plot_roc
 from facekd.evaluation.verification import verify_models
-from facekd.teacher import parse_image_size, parse_model_list
+from facekd.checkpoints import parse_model_list
+from facekd.embedder import parse_image_size
 from facekd.training.contexts import get_contexts
 
 

@@ -225,9 +225,9 @@ def saved_accuracies(log_path, prefix, epoch, targets):
     The step of the round that saved it comes from the meta file beside the checkpoint.
     """
     from .evaluation.plots import read_training_log
-    from .training.checkpoint import read_meta
+    from .training.checkpoint import read_checkpoint_meta
 
-    return accuracies_at_step(read_training_log(log_path), read_meta(prefix, epoch)["step"], targets)
+    return accuracies_at_step(read_training_log(log_path), read_checkpoint_meta(prefix, epoch)["step"], targets)
 
 
 def network_size(prefix, mode="conv_fc"):
@@ -285,11 +285,11 @@ def below_chance(rows, targets, margin=0.0):
 
 def plot_accuracy_bars(rows, targets, path, title="verification accuracy"):
     """Grouped bar chart (PNG): one group per target, one bar per result, fold std as error bars."""
-    from .evaluation.plots import _pyplot, _save, check_output
+    from .evaluation.plots import _pyplot, _save, check_parent_folder
 
     if not rows:
         raise FaceKDError(f"no results to plot into {path}")
-    check_output(path)
+    check_parent_folder(path)
     plt = _pyplot()
     n = len(rows)
     width = 0.8 / n

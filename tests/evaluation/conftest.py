@@ -4,7 +4,7 @@ import os
 import mxnet as mx
 import pytest
 
-from facekd.teacher import Embedder
+from facekd.embedder import Embedder
 
 from evalhelpers import SIZE, tiny_params, tiny_symbol
 

@@ -10,7 +10,7 @@ from sklearn.metrics import roc_curve as sk_roc_curve
 from facekd.data.align import ARCFACE_TEMPLATE
 from facekd.errors import FaceKDError
 from facekd.evaluation import ijb
-from facekd.teacher import Embedder
+from facekd.embedder import Embedder
 
 from evalhelpers import load_script, tiny_params, tiny_symbol
 
@@ -102,9 +102,9 @@ def write_ijb(root, rng):
     return faces
 
 
-def test_read_meta(tmp_path):
+def test_read_ijb_meta(tmp_path):
     write_ijb(tmp_path, np.random.RandomState(0))
-    meta = ijb.read_meta(str(tmp_path), "IJBX")
+    meta = ijb.read_ijb_meta(str(tmp_path), "IJBX")
     assert meta.images == [i[0] for i in IMAGES]
     np.testing.assert_array_equal(meta.templates, [i[1] for i in IMAGES])
     np.testing.assert_array_equal(meta.medias, [i[2] for i in IMAGES])
@@ -119,16 +119,16 @@ def test_meta_errors(tmp_path):
     write_ijb(tmp_path, np.random.RandomState(0))
     meta = tmp_path / "meta"
     with pytest.raises(FaceKDError, match="ijby_face_tid_mid.txt not found"):
-        ijb.read_meta(str(tmp_path), "IJBY")
+        ijb.read_ijb_meta(str(tmp_path), "IJBY")
     (meta / "ijbx_template_pair_label.txt").write_text("1 2 1\n1 7 0\n")
     with pytest.raises(FaceKDError, match="template 7"):
-        ijb.read_meta(str(tmp_path), "IJBX")
+        ijb.read_ijb_meta(str(tmp_path), "IJBX")
     (meta / "ijbx_template_pair_label.txt").write_text("1 2 1\n1 x 0\n")
     with pytest.raises(FaceKDError, match=r"ijbx_template_pair_label.txt:2"):
-        ijb.read_meta(str(tmp_path), "IJBX")
+        ijb.read_ijb_meta(str(tmp_path), "IJBX")
     (meta / "ijbx_name_5pts_score.txt").write_text("a.png 1 2 3\n")
     with pytest.raises(FaceKDError, match=r"ijbx_name_5pts_score.txt:1: expected at least 12"):
-        ijb.read_meta(str(tmp_path), "IJBX")
+        ijb.read_ijb_meta(str(tmp_path), "IJBX")
 
 
 def test_whole_path_against_hand_aggregation(tmp_path, capsys):

@@ -11,7 +11,7 @@ import pytest
 
 from facekd.errors import FaceKDError
 from facekd.evaluation import verification as V
-from facekd.teacher import Embedder
+from facekd.embedder import Embedder
 
 from evalhelpers import ROOT, SIZE, load_script, tiny_params, tiny_symbol, write_target
 

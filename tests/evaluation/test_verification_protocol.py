@@ -5,6 +5,7 @@ from sklearn.model_selection import KFold
 
 from facekd.errors import FaceKDError
 from facekd.evaluation import verification as V
+from facekd.vectors import normalize_rows
 
 from evalhelpers import SIZE, write_target
 
@@ -132,7 +133,7 @@ def test_matches_brute_force_reference(seed, nfolds):
     issame = rng.rand(n_pairs) < 0.5
     base = rng.randn(n_pairs, 16)
     other = np.where(issame[:, None], base + 0.9 * rng.randn(n_pairs, 16), rng.randn(n_pairs, 16))
-    emb = V.l2_normalize(np.stack([base, other], 1).reshape(-1, 16))
+    emb = normalize_rows(np.stack([base, other], 1).reshape(-1, 16))
     res = V.evaluate_embeddings(emb, issame, nfolds)
     acc, tpr, fpr, val = ref_protocol(emb, issame, nfolds)
     np.testing.assert_allclose(res.fold_accuracies, acc)
@@ -180,7 +181,7 @@ def test_load_target_and_evaluate_model(tmp_path, make_embedder):
     flip = np.concatenate([single.embed(img[None, :, ::-1]) for img in images])
     xnorm = np.mean(np.r_[np.linalg.norm(orig.astype(np.float64), axis=1), np.linalg.norm(flip, axis=1)])
     assert res.xnorm == pytest.approx(xnorm, rel=1e-5)
-    ref = V.evaluate_embeddings(V.l2_normalize(orig.astype(np.float64) + flip), issame, 10)
+    ref = V.evaluate_embeddings(normalize_rows(orig.astype(np.float64) + flip), issame, 10)
     assert res.acc == pytest.approx(ref.acc) and res.std == pytest.approx(ref.std)
     assert V.find_targets(str(tmp_path), ["lfw", "synth_easy", "synth_age"]) == [str(tmp_path / "synth_easy.bin")]
     with pytest.raises(FaceKDError, match="lfw.bin not found"):

@@ -95,7 +95,7 @@ def test_images_the_network_cannot_take(tmp_path, capfd):
 
 def test_declared_classes_far_beyond_the_identities_warn(synthetic_dir, tmp_path, caplog):
     from facekd.training.args import parse_args
-    from facekd.training.trainer import open_dataset
+    from facekd.training.trainer import open_training_set
 
     data = link_training_files(synthetic_dir, str(tmp_path / "data"))
     os.remove(os.path.join(data, "property"))
@@ -103,7 +103,7 @@ def test_declared_classes_far_beyond_the_identities_warn(synthetic_dir, tmp_path
         f.write("200000,112,112\n")
     _, cfg = parse_args(_argv(data, tmp_path / "models"))
     with caplog.at_level(logging.WARNING):
-        open_dataset(cfg).close()
+        open_training_set(cfg).close()
     assert "property declares 200000 classes but the set has 12 identities" in caplog.text
 
 

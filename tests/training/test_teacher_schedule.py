@@ -7,7 +7,7 @@ from facekd.data.iterators import FaceImageIter
 from facekd.data.labels import class_ids, split_soft
 from facekd.data.recordio import RecordDataset
 from facekd.errors import FaceKDError
-from facekd.teacher import Embedder
+from facekd.embedder import Embedder
 from facekd.training.online_teacher import ScheduledTeacherIter
 from facekd.training.trainer import main
 

@@ -33,7 +33,7 @@ _END = object()
 
 
 # ----------------------------------------------------------------------------- dataset helpers
-def open_dataset(dataset):
+def as_dataset(dataset):
     """(RecordDataset, owned) from a RecordDataset or a dataset folder path."""
     if isinstance(dataset, RecordDataset):
         return dataset, False
@@ -186,7 +186,7 @@ class _BatchedIter(mx.io.DataIter):
         super().__init__(batch_size)
         self._producer = self._pool = None
         self._closed = False
-        self.dataset, self._owns_dataset = open_dataset(dataset)
+        self.dataset, self._owns_dataset = as_dataset(dataset)
         try:
             if int(batch_size) < 1:
                 raise FaceKDError(f"--per-batch-size gives a batch of {batch_size}; it must be >= 1")

@@ -257,7 +257,7 @@ def staged_output(final, overwrite=False, flag="--out", tool="facekd", kind="out
 
 def check_teacher_args(model, batch_size):
     """The cheap checks of :func:`load_teacher` (the ``--model`` format, ``--batch-size``); ``(prefix, epoch)``."""
-    from ..teacher import parse_model_arg
+    from ..checkpoints import parse_model_arg
 
     if batch_size < 1:
         raise FaceKDError(f"--batch-size must be >= 1, got {batch_size}")
@@ -265,9 +265,9 @@ def check_teacher_args(model, batch_size):
 
 
 def load_teacher(model, batch_size, cpu_contexts=1, image_size=(112, 112)):
-    """facekd.teacher.Embedder of ``model`` ("prefix,epoch") over the GPUs of CUDA_VISIBLE_DEVICES,
+    """facekd.embedder.Embedder of ``model`` ("prefix,epoch") over the GPUs of CUDA_VISIBLE_DEVICES,
     else ``cpu_contexts`` CPU contexts; ``batch_size`` images per forward over all of them."""
-    from ..teacher import Embedder
+    from ..embedder import Embedder
     from ..training.contexts import get_contexts
 
     prefix, epoch = check_teacher_args(model, batch_size)

@@ -151,7 +151,7 @@ def check_build_args(data_dir, out_dir, overwrite):
 
 
 def build_soft_dataset(data_dir, out_dir, embedder, overwrite=False, queue_depth=2, progress=True):
-    """Write ``out_dir`` = ``data_dir`` with soft labels from ``embedder`` (a facekd.teacher.Embedder).
+    """Write ``out_dir`` = ``data_dir`` with soft labels from ``embedder`` (a facekd.embedder.Embedder).
 
     Images keep their record keys and bytes; identities are the runs of equal class id;
     ``property`` keeps the input's class count and image size; ``*.bin`` targets are copied.

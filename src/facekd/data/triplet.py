@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from ..errors import FaceKDError
+from ..vectors import normalize_rows
 from .iterators import _BatchedIter, decode_image, keys_by_class, shard
 
 log = logging.getLogger(__name__)
@@ -68,13 +69,6 @@ class BagSampler:
 
 
 # ----------------------------------------------------------------------------- semi-hard selection
-def normalize_rows(x):
-    """Rows scaled to unit L2 norm (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norm, np.float32(1e-12))
-
-
 _DIST_MAX = 4.01  # squared L2 of unit vectors is <= 4 (plus rounding)
 
 
@@ -91,7 +85,7 @@ def select_triplets(embeddings, class_ids, alpha, rng, max_ap=0.0, block_rows=10
     binary searches per pair (see :func:`_pick_negatives`); no loop over pairs.
     ``value_bits`` (tests only) coarsens the sort keys.
     """
-    emb = normalize_rows(embeddings)
+    emb = normalize_rows(embeddings, np.float32)
     class_ids = np.asarray(class_ids, dtype=np.int64).reshape(-1)
     n = len(emb)
     if n != len(class_ids):

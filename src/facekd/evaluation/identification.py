@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FaceKDError
-from .verification import l2_normalize
+from ..vectors import normalize_rows
 from ..atomic import atomic_path
 
 CV_32F = 5
@@ -98,9 +98,9 @@ def megaface_identification(probe_feats, probe_labels, distractor_feats, sizes=N
 
     if not 0 < far < 1:
         raise FaceKDError(f"--far must lie in (0, 1), got {far}")
-    probes = l2_normalize(probe_feats)
+    probes = normalize_rows(probe_feats)
     labels = np.asarray(probe_labels)
-    distractors = l2_normalize(distractor_feats)
+    distractors = normalize_rows(distractor_feats)
     if len(probes) != len(labels):
         raise FaceKDError(f"{len(probes)} probe features for {len(labels)} labels")
     if probes.shape[1] != distractors.shape[1]:

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import FaceKDError
-from .verification import embed_with_flip, l2_normalize
+from ..vectors import normalize_rows
+from .verification import embed_with_flip
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 FPIRS = (0.01, 0.1)
@@ -112,7 +113,7 @@ def _subject_list(path):
     return tids, values[first, 1]
 
 
-def read_meta(data_dir, target):
+def read_ijb_meta(data_dir, target):
     """Read and cross-check the meta files of an IJB target."""
     if not os.path.isdir(data_dir):
         raise FaceKDError(f"--data-dir {data_dir} is not a folder")
@@ -215,7 +216,7 @@ def template_features(face_feats, templates, medias, scores=None):
     starts = np.flatnonzero(np.r_[True, np.diff(inverse[order]) != 0])
     media_mean = np.add.reduceat(feats[order], starts, axis=0) / np.bincount(inverse)[:, None]
     tids, t_starts = np.unique(groups[:, 0], return_index=True)  # groups are sorted by template
-    return tids, l2_normalize(np.add.reduceat(media_mean, t_starts, axis=0))
+    return tids, normalize_rows(np.add.reduceat(media_mean, t_starts, axis=0))
 
 
 def _lookup(tids, wanted, what):
@@ -301,7 +302,7 @@ def identification(tids, tfeats, gallery, probes, ranks=RANKS, fpirs=FPIRS, chun
 
 def evaluate_ijb(embedder, data_dir, target, fars=FARS, progress=True, meta=None):
     """Embed the faces of an IJB target and compute 1:1 TAR @ FAR and, when listed, 1:N results."""
-    meta = meta or read_meta(data_dir, target)
+    meta = meta or read_ijb_meta(data_dir, target)
     feats = embed_faces(embedder, meta, progress)
     tids, tfeats = template_features(feats, meta.templates, meta.medias, meta.scores)
     scores = pair_scores(tids, tfeats, meta.pairs)

@@ -75,7 +75,7 @@ def _pyplot():
     return plt
 
 
-def check_output(path):
+def check_parent_folder(path):
     """Fail early when the folder of an output file does not exist."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
@@ -124,7 +124,7 @@ def plot_roc(curves, path, title="ROC", log_fpr=True):
     """ROC curves ``[(label, fpr, tpr), ...]`` into one PNG (log-scale FAR by default)."""
     if not curves:
         raise FaceKDError(f"no ROC curves to plot into {path}")
-    check_output(path)
+    check_parent_folder(path)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 5))
     floor = 1.0
@@ -155,7 +155,7 @@ def plot_training_curves(log, path, title="training"):
     """Loss, accuracy and speed against the global batch, verification accuracy against the step."""
     if not log.batches and not log.accuracy:
         raise FaceKDError(f"nothing to plot into {path}: the log has no speed or verification lines")
-    check_output(path)
+    check_parent_folder(path)
     plt = _pyplot()
     panels = [name for name in log.metrics] + (["speed"] if log.speeds else []) + \
         (["verification"] if log.accuracy else [])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FaceKDError
+from ..vectors import normalize_rows
 
 ACC_THRESHOLDS = np.arange(0, 4, 0.01)
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)
@@ -119,23 +120,16 @@ def embed_with_flip(embedder, images, progress=None):
     return orig, flip
 
 
-def l2_normalize(x):
-    """Rows divided by their L2 norm (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
-
-
 def flip_embeddings(orig, flip=None):
     """(score embeddings, XNorm): ``normalise(orig + flip)`` and the mean raw L2 norm of all embeddings."""
     orig = np.asarray(orig, dtype=np.float64)
     if flip is None:
-        return l2_normalize(orig), float(np.linalg.norm(orig, axis=1).mean())
+        return normalize_rows(orig), float(np.linalg.norm(orig, axis=1).mean())
     flip = np.asarray(flip, dtype=np.float64)
     if flip.shape != orig.shape:
         raise FaceKDError(f"flipped embeddings {flip.shape} do not match the originals {orig.shape}")
     xnorm = float(np.concatenate([np.linalg.norm(orig, axis=1), np.linalg.norm(flip, axis=1)]).mean())
-    return l2_normalize(orig + flip), xnorm
+    return normalize_rows(orig + flip), xnorm
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -305,7 +299,8 @@ def verify_models(models, data_dir, targets, batch_size, contexts, nfolds=10, im
     """
     import time
 
-    from ..teacher import Embedder, checkpoint_paths
+    from ..checkpoints import checkpoint_paths
+    from ..embedder import Embedder
 
     if not os.path.isdir(data_dir):
         raise FaceKDError(f"--data-dir {data_dir} is not a folder")

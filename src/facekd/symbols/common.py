@@ -94,7 +94,7 @@ def pre_fc1(body, cfg):
     The explicit Flatten (no parameters; FullyConnected flattens anyway) avoids an MXNet 1.9.1
     bug of the fused CPU (MKLDNN) inference graph, where a FullyConnected fed directly by a 4-D
     output fails from the second forward on ("We can't generate TBlob for MKLDNN data"), so the
-    saved graphs run fused as they are. ``facekd.teacher.flatten_fc_inputs`` still does the same
+    saved graphs run fused as they are. ``facekd.embedder.flatten_fc_inputs`` still does the same
     for checkpoints made elsewhere.
     """
     body = mx.sym.Flatten(data=body, name="pre_fc1_flatten")

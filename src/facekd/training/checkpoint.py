@@ -1,37 +1,36 @@
-"""Checkpoints in MXNet's own layout, written atomically; teacher class centres."""
+"""The run's checkpoints: saved atomically in MXNet's layout with a meta .json, found again for --resume."""
 import glob
 import json
 import logging
 import os
 
 import mxnet as mx
-import numpy as np
 
 from ..errors import FaceKDError
 from ..atomic import atomic_path, clear_leftovers
-from ..teacher import checkpoint_paths, load_checkpoint, parse_model_arg
+from ..checkpoints import available_epochs, checkpoint_name, checkpoint_paths, meta_path, params_path
 
 
 def save_checkpoint(prefix, epoch, symbol, arg_params, aux_params, meta=None):
-    """Write ``<prefix>-symbol.json`` and ``<prefix>-%04d.params`` (and a meta json) atomically.
+    """Write ``<prefix>-symbol.json`` and ``<prefix>-NNNN.params`` (and the meta .json) atomically.
 
     ``symbol`` is the deployable graph cut at ``fc1_output``; ``arg_params`` keep
     ``fc7_weight`` so that the checkpoint can serve as a margin-distillation teacher.
     """
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-    sym_path, params_path = checkpoint_paths(prefix, epoch)
+    sym_file, params_file = checkpoint_paths(prefix, epoch)
     # The .json comes last and marks the set complete; an older one goes first, so that a crash
     # while the params are replaced leaves an incomplete set, never new params with an old step.
     if meta is not None and os.path.exists(meta_path(prefix, epoch)):
         os.remove(meta_path(prefix, epoch))
-    targets = {sym_path: lambda p: symbol.save(p),
-               params_path: lambda p: mx.nd.save(p, _param_dict(arg_params, aux_params))}
+    targets = {sym_file: lambda p: symbol.save(p),
+               params_file: lambda p: mx.nd.save(p, _param_dict(arg_params, aux_params))}
     if meta is not None:
         targets[meta_path(prefix, epoch)] = lambda p: _write_json(p, meta)
     for final, write in targets.items():
         with atomic_path(final) as tmp:
             write(tmp)
-    logging.info("Saved checkpoint to \"%s-%04d.params\"", prefix, epoch)
+    logging.info("Saved checkpoint to \"%s\"", params_file)
 
 
 def _param_dict(arg_params, aux_params):
@@ -45,9 +44,7 @@ def _write_json(path, obj):
         json.dump(obj, f, indent=1)
 
 
-def meta_path(prefix, epoch):
-    return "%s-%04d.json" % (prefix, epoch)
-
+SET_FILES = (".params", ".json")  # a number with either file belongs to a (maybe incomplete) set
 
 # key -> (accepted types, test, what it must be)
 _META_FIELDS = {
@@ -58,13 +55,13 @@ _META_FIELDS = {
 }
 
 
-def read_meta(prefix, epoch):
+def read_checkpoint_meta(prefix, epoch):
     """The training meta saved beside ``<prefix>-NNNN.params`` (global step, save counter, best
     accuracies), validated: a checkpoint folder may come from anywhere."""
     path = meta_path(prefix, epoch)
-    fix = (f"it is written by train.py beside {os.path.basename(checkpoint_paths(prefix, epoch)[1])}; "
-           f"restore it, or move the {os.path.basename(prefix)}-%04d.* files away to resume from an "
-           "earlier checkpoint" % epoch)
+    fix = (f"it is written by train.py beside {os.path.basename(params_path(prefix, epoch))}; "
+           f"restore it, or move the {os.path.basename(checkpoint_name(prefix, epoch))}.* files away to "
+           "resume from an earlier checkpoint")
     if not os.path.isfile(path):
         raise FaceKDError(f"{path}: no training meta beside the checkpoint (file not found); {fix}")
     try:
@@ -83,28 +80,14 @@ def read_meta(prefix, epoch):
     return meta
 
 
-def saved_epochs(prefix):
-    """Numbers N with a ``<prefix>-N.params`` or ``<prefix>-N.json``, sorted."""
-    folder, base = os.path.split(os.path.abspath(prefix))
-    if not os.path.isdir(folder):
-        return []
-    found = set()
-    for name in os.listdir(folder):
-        stem, ext = os.path.splitext(name)
-        tail = stem[len(base) + 1:]
-        if ext in (".params", ".json") and stem.startswith(base + "-") and tail.isdigit():
-            found.add(int(tail))
-    return sorted(found)
-
-
 def incomplete_reason(prefix, epoch):
     """Why ``prefix,epoch`` is not a complete checkpoint set (None when it is one).
 
     A save writes the graph, the params and then the .json, each under a temporary name
     renamed into place: a set whose .json is present is complete.
     """
-    sym_path, params_path = checkpoint_paths(prefix, epoch)
-    missing = [os.path.basename(p) for p in (sym_path, params_path, meta_path(prefix, epoch))
+    sym_file, params_file = checkpoint_paths(prefix, epoch)
+    missing = [os.path.basename(p) for p in (sym_file, params_file, meta_path(prefix, epoch))
                if not os.path.isfile(p)]
     if missing:
         return f"{' and '.join(missing)} missing (a save that was interrupted, or deleted files)"
@@ -114,11 +97,11 @@ def incomplete_reason(prefix, epoch):
 def resume_point(prefix, log=logging.info):
     """(epoch, meta) of the newest complete checkpoint set of ``prefix``; incomplete ones are
     skipped with a log line saying why. None when there is no complete set."""
-    for epoch in reversed(saved_epochs(prefix)):
+    for epoch in reversed(available_epochs(prefix, SET_FILES)):
         reason = incomplete_reason(prefix, epoch)
         if reason is None:
-            return epoch, read_meta(prefix, epoch)
-        log("--resume: skipping %s-%04d: %s" % (prefix, epoch, reason))
+            return epoch, read_checkpoint_meta(prefix, epoch)
+        log("--resume: skipping %s: %s" % (checkpoint_name(prefix, epoch), reason))
     return None
 
 
@@ -129,37 +112,10 @@ def clear_run_leftovers(prefix):
 
 def refuse_overwrite(prefix):
     """A new run must not overwrite the checkpoints of an earlier one (only --resume continues them)."""
-    epochs = saved_epochs(prefix)
+    epochs = available_epochs(prefix, SET_FILES)
     if epochs:
-        names = ", ".join("%s-%04d" % (os.path.basename(prefix), e) for e in epochs[:3])
+        names = ", ".join(os.path.basename(checkpoint_name(prefix, e)) for e in epochs[:3])
         more = f" and {len(epochs) - 3} more" if len(epochs) > 3 else ""
         raise FaceKDError(f"{os.path.dirname(prefix)} already holds checkpoints of an earlier run ({names}{more}); "
                           "continue that run with --resume, or move them away (or give another "
                           "--models-root) to start a new one")
-
-
-def load_teacher_centres(teacher_arg, num_classes, emb_size, flag="--teacher"):
-    """Row-normalised ``fc7_weight`` of the teacher checkpoint ``prefix,epoch``, checked.
-
-    Raises FaceKDError when the checkpoint is missing, has no ``fc7_weight`` (an
-    embedding-only cut), or its shape is not (num_classes, emb_size) of this run.
-    """
-    if not teacher_arg:
-        raise FaceKDError("this loss needs the teacher's class centres: give --teacher prefix,epoch "
-                          "(a checkpoint trained with a margin loss on the same classes)")
-    prefix, epoch = parse_model_arg(teacher_arg, flag)
-    try:
-        _, arg_params, _ = load_checkpoint(prefix, epoch)
-    except FaceKDError as exc:
-        hint = "" if flag == "--teacher" else "; train that teacher first, or give --teacher prefix,epoch"
-        raise FaceKDError(f"{flag} {teacher_arg}: {exc}{hint}") from None
-    params_file = "%s-%04d.params" % (prefix, epoch)
-    if "fc7_weight" not in arg_params:
-        raise FaceKDError(f"teacher {params_file} has no fc7_weight (an embedding-only cut?); "
-                          "give a training checkpoint that keeps the class centres")
-    weight = arg_params["fc7_weight"].asnumpy().astype(np.float64)
-    if weight.shape != (num_classes, emb_size):
-        raise FaceKDError(f"teacher {params_file}: fc7_weight has shape {weight.shape}, this run needs "
-                          f"({num_classes}, {emb_size}) (dataset classes, student --emb-size)")
-    norms = np.linalg.norm(weight, axis=1, keepdims=True)
-    return (weight / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -10,7 +10,8 @@ import logging
 import mxnet as mx
 
 from ..data import labels
-from ..teacher import Embedder, load_checkpoint, parse_model_list
+from ..checkpoints import load_checkpoint, parse_model_list
+from ..embedder import Embedder
 
 
 class ScheduledTeacherIter(mx.io.DataIter):

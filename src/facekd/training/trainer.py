@@ -13,17 +13,19 @@ from ..errors import FaceKDError, mxnet_cause
 from ..evaluation import verification
 from ..symbols import flops
 from ..symbols.shapes import infer_shape
-from ..teacher import Embedder, load_checkpoint
+from ..checkpoints import load_checkpoint
+from ..embedder import Embedder
 from .callbacks import CheckpointPolicy, LrBatchEpochLog, VerifyAndSave
 from ..atomic import check_writable_dir
-from .checkpoint import clear_run_leftovers, load_teacher_centres, refuse_overwrite, resume_point
+from .checkpoint import clear_run_leftovers, refuse_overwrite, resume_point
+from .teacher_centres import load_teacher_centres
 from .contexts import get_contexts
 from . import optimizer
 from .online_teacher import ScheduledTeacherIter
 from .schedule import StepScheduler, parse_lr_steps
 
 
-def open_dataset(cfg):
+def open_training_set(cfg):
     """The training set of ``cfg.dataset_path``, checked against the loss's label kind."""
     folder = cfg.dataset_path
     if not os.path.isdir(folder):
@@ -145,7 +147,7 @@ class Trainer:
         self.contexts = get_contexts(args.cpu_contexts)
         self.prefix = run_prefix(cfg)
         self._prepare_run_folder(cfg, args)
-        self.dataset = open_dataset(cfg)
+        self.dataset = open_training_set(cfg)
         self.kv = mx.kvstore.create(cfg.kvstore)
         self.batch_size = cfg.per_batch_size * len(self.contexts)
         self.train_iter = self._make_iterator()

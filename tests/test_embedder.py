@@ -1,11 +1,12 @@
-"""facekd.teacher: model argument, checkpoints, the Embedder against a float64 NumPy forward."""
+"""facekd.checkpoints and facekd.embedder: model argument, checkpoints, the Embedder against a float64 NumPy forward."""
 
 import mxnet as mx
 import numpy as np
 import pytest
 
 from facekd.errors import FaceKDError
-from facekd.teacher import Embedder, load_checkpoint, parse_model_arg, parse_model_list
+from facekd.checkpoints import load_checkpoint, parse_model_arg, parse_model_list
+from facekd.embedder import Embedder
 
 H, W, D = 6, 5, 4
 EPS = 2e-5
@@ -163,7 +164,7 @@ def test_real_network(network, monkeypatch):
 
 
 def test_flatten_fc_inputs_keeps_the_graph():
-    from facekd.teacher import flatten_fc_inputs
+    from facekd.embedder import flatten_fc_inputs
 
     x = mx.sym.Convolution(mx.sym.Variable("data"), kernel=(3, 3), num_filter=2, name="conv")
     x = mx.sym.FullyConnected(x, num_hidden=D, name="pre_fc1")

@@ -1,46 +1,19 @@
-"""Load a checkpoint, cut it at ``fc1_output`` and embed images in batches.
+"""Embed images with a model cut at ``fc1_output``, in batches over one or more devices.
 
-One implementation for every consumer: the trainer's verification callback, the
-data-preparation scripts (teacher embeddings for soft labels) and the evaluation
+One implementation for every consumer: the trainer's verification and triplet mining,
+the data-preparation scripts (teacher embeddings for soft labels) and the evaluation
 commands. The graph is bound once for a fixed batch; the batch is split across the
 given contexts; a last partial batch is padded and the padding dropped.
 """
-import glob
 import json
-import os
 
 import numpy as np
 
+from .checkpoints import checkpoint_paths, load_checkpoint
 from .errors import FaceKDError, mxnet_cause
 from .symbols.shapes import infer_shape
 
 EMBEDDING_OUTPUT = "fc1_output"
-
-
-def parse_model_arg(text, flag="--model"):
-    """``"prefix,epoch"`` -> ``(prefix, epoch)``."""
-    models = parse_model_list(text, flag)
-    if len(models) != 1:
-        raise FaceKDError(f"{flag} {text!r}: expected one epoch as 'prefix,epoch', got {len(models)}")
-    return models[0]
-
-
-def parse_model_list(text, flag="--model"):
-    """``"prefix,1|2|3"`` -> ``[(prefix, 1), (prefix, 2), (prefix, 3)]`` (insightface habit)."""
-    prefix, sep, epochs = str(text).rpartition(",")
-    if not sep or not prefix:
-        raise FaceKDError(f"{flag} {text!r}: expected 'prefix,epoch' (e.g. ./models/y1-arcface-emore/model,1)")
-    out = []
-    for part in epochs.split("|"):
-        try:
-            epoch = int(part)
-        except ValueError:
-            raise FaceKDError(f"{flag} {text!r}: epoch {part!r} is not an integer "
-                              f"(expected 'prefix,epoch' or 'prefix,1|2|3')") from None
-        if epoch < 0:
-            raise FaceKDError(f"{flag} {text!r}: epoch must be >= 0, got {epoch}")
-        out.append((prefix, epoch))
-    return out
 
 
 def parse_image_size(text, flag="--image-size"):
@@ -52,55 +25,6 @@ def parse_image_size(text, flag="--image-size"):
     if len(size) != 2 or min(size) < 1:
         raise FaceKDError(f"{flag} {text!r}: expected 'height,width', e.g. 112,112")
     return size
-
-
-def checkpoint_paths(prefix, epoch):
-    """(``<prefix>-symbol.json``, ``<prefix>-%04d.params``)."""
-    return f"{prefix}-symbol.json", "%s-%04d.params" % (prefix, epoch)
-
-
-def available_epochs(prefix):
-    """Epochs with a ``<prefix>-NNNN.params`` file, sorted."""
-    epochs = []
-    for path in glob.glob(glob.escape(prefix) + "-*.params"):
-        tail = path[len(prefix) + 1:-len(".params")]
-        if tail.isdigit():
-            epochs.append(int(tail))
-    return sorted(epochs)
-
-
-def load_checkpoint(prefix, epoch):
-    """``(symbol, arg_params, aux_params)`` of an MXNet checkpoint, with clear errors."""
-    import mxnet as mx
-
-    sym_path, params_path = checkpoint_paths(prefix, epoch)
-    if not os.path.isfile(sym_path):
-        raise FaceKDError(f"checkpoint symbol {sym_path} not found; check the model prefix "
-                          f"(expected <prefix>-symbol.json beside <prefix>-NNNN.params)")
-    if not os.path.isfile(params_path):
-        have = available_epochs(prefix)
-        hint = f"available epochs: {', '.join(map(str, have))}" if have else "no params files with this prefix"
-        raise FaceKDError(f"checkpoint params {params_path} not found ({hint}); check the epoch")
-    try:
-        symbol = mx.sym.load(sym_path)
-    except mx.base.MXNetError as exc:
-        raise FaceKDError(f"{sym_path}: not a readable MXNet symbol file ({mxnet_cause(exc)})") from None
-    try:
-        saved = mx.nd.load(params_path)
-    except mx.base.MXNetError as exc:
-        raise FaceKDError(f"{params_path}: not a readable MXNet params file ({mxnet_cause(exc)})") from None
-    if not isinstance(saved, dict):
-        raise FaceKDError(f"{params_path}: expected a dict of 'arg:NAME'/'aux:NAME' arrays")
-    arg_params, aux_params = {}, {}
-    for key, value in saved.items():
-        kind, _, name = key.partition(":")
-        if kind == "arg":
-            arg_params[name] = value
-        elif kind == "aux":
-            aux_params[name] = value
-        else:
-            raise FaceKDError(f"{params_path}: key {key!r} is neither 'arg:NAME' nor 'aux:NAME'")
-    return symbol, arg_params, aux_params
 
 
 def cut_at_embedding(symbol, name="model"):
