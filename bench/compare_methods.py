@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 
-from facekd import experiments as ex
+import experiments as ex  # bench/experiments.py, beside this script
 from facekd.errors import FaceKDError, run_cli
 from facekd.checkpoints import parse_model_arg
 

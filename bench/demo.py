@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 
-from facekd import experiments as ex
+import experiments as ex  # bench/experiments.py, beside this script
 from facekd.errors import FaceKDError, run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -90,7 +90,7 @@ def save_teacher(name, prefix):
     else:
         from facekd.config import generate_config
         from facekd.symbols import get_symbol
-        from facekd.symbols.common import network_initializer
+        from facekd.symbols import network_initializer
 
         cfg = generate_config(name, "synthetic", "arcface", emb_size=EMB)
         symbol, init = get_symbol(cfg), network_initializer(cfg)

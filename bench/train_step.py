@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from facekd.atomic import atomic_path
 from facekd.errors import FaceKDError, run_cli
 
 BACKBONE = "backbone"
@@ -250,10 +251,8 @@ def main(argv=None):
           f"median of {args.steps} steps after {args.warmup} warm-ups, forward+backward+update")
     print(format_table(rows))
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
+        with atomic_path(args.json) as tmp, open(tmp, "w") as f:
             json.dump(dict(args=vars(args), rows=rows), f, indent=1)
-        os.replace(tmp, args.json)
     return 0
 
 

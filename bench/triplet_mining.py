@@ -1,6 +1,6 @@
 """Benchmark: time to mine one triplet bag, and the share of it spent outside inference.
 
-A bag is sampled, read, decoded, embedded (``embed_fn``) and mined for
+A bag is sampled, read, decoded, embedded (the embedder) and mined for
 semi-hard triplets by facekd.data.triplet.TripletIter.mine_bag. The target is
 total <= 1.6 x the embedding time. Embedders:
 
@@ -69,7 +69,7 @@ class SyntheticEmbedder:
         self.ips = ips
         self.proj = np.random.default_rng(seed).normal(size=((IMAGE // 4) ** 2 * 3, 128)).astype(np.float32)
 
-    def __call__(self, images):
+    def embed(self, images):
         t0 = time.perf_counter()
         emb = images[:, ::4, ::4].reshape(len(images), -1).astype(np.float32) @ self.proj
         time.sleep(max(0.0, len(images) / self.ips - (time.perf_counter() - t0)))
@@ -91,8 +91,7 @@ def y1_embedder(batch_size):
     module.bind(data_shapes=[("data", (1, 3, IMAGE, IMAGE))], for_training=False)
     module.init_params(network_initializer(cfg))
     arg_params, aux_params = module.get_params()
-    embedder = Embedder(symbol, arg_params, aux_params, get_contexts(), batch_size)
-    return embedder.embed
+    return Embedder(symbol, arg_params, aux_params, get_contexts(), batch_size)
 
 
 def main(argv=None):
@@ -105,7 +104,7 @@ def main(argv=None):
     if bag_size != args.bag_size:
         logging.info("--bag-size %d rounded to %d (a multiple of --per-batch-size %d)",
                      args.bag_size, bag_size, batch)
-    embed_fn = (SyntheticEmbedder(args.ips, args.seed) if args.embedder == "synthetic"
+    embedder = (SyntheticEmbedder(args.ips, args.seed) if args.embedder == "synthetic"
                 else y1_embedder(min(batch, 60)))
     with tempfile.TemporaryDirectory(prefix="facekd-bench-") as tmp:
         folder = args.data_dir
@@ -114,7 +113,7 @@ def main(argv=None):
             per_class = args.images_per_identity
             generate_dataset(folder, -(-bag_size // per_class) + 2, per_class, args.seed)
         with RecordDataset(folder) as dataset, \
-                TripletIter(dataset, embed_fn, batch_size=batch, bag_size=bag_size,
+                TripletIter(dataset, embedder, batch_size=batch, bag_size=bag_size,
                             images_per_identity=args.images_per_identity, alpha=args.alpha,
                             data_shape=(3,) + tuple(dataset.image_size), seed=args.seed,
                             decode_threads=args.decode_threads) as triplets:

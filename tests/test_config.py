@@ -33,16 +33,44 @@ def test_unknown_names_list_valid_ones(kind, args):
 
 
 def test_property_overrides_class_count(tmp_path, caplog):
-    (tmp_path / "property").write_text("123,112,112\n")
+    """The run's settings take the class count and image size from the dataset, once."""
+    from types import SimpleNamespace
+
+    from facekd.training.settings import resolve
+
+    dataset = SimpleNamespace(num_classes=123, image_size=(112, 96))  # what RecordDataset reads from property
     with caplog.at_level(logging.WARNING):
-        cfg = generate_config("y1", "emore", "arcface", dataset_path=str(tmp_path))
-    assert cfg.num_classes == 123
+        cfg = resolve(generate_config("y1", "emore", "arcface", dataset_path=str(tmp_path)), dataset, 0)
+    assert cfg.num_classes == 123 and cfg.image_shape == (112, 96, 3)
     assert "property says 123 classes" in caplog.text
-    cfg = generate_config("y1", "synthetic", "arcface", dataset_path=str(tmp_path))
+    cfg = resolve(generate_config("y1", "synthetic", "arcface", dataset_path=str(tmp_path)), dataset, 0)
     assert cfg.num_classes == 123
+
+
+def test_settings_are_fixed_once_computed(tmp_path):
+    from types import SimpleNamespace
+
+    from facekd.training.settings import resolve
+
+    settings = resolve(generate_config("y1", "emore_soft", "margin_distillation"),
+                       SimpleNamespace(num_classes=7, image_size=(112, 112)), 512, (3, {"step": 40}))
+    assert (settings.teacher_dim, settings.begin_step, settings.resume_epoch) == (512, 40, 3)
+    assert settings.get("alpha") is None and settings["Mmax"] == 0.5
+    with pytest.raises(TypeError, match="fixed once computed"):
+        settings.num_classes = 8
+    with pytest.raises(TypeError):
+        settings["num_classes"] = 8
 
 
 def test_bad_property(tmp_path):
     (tmp_path / "property").write_text("abc\n")
     with pytest.raises(FaceKDError, match="property"):
         read_property(str(tmp_path))
+
+
+def test_config_tables_and_registries_list_the_same_names():
+    """A table without a builder (or a builder no table reaches) is a name users cannot use."""
+    from facekd import config, losses, symbols
+
+    assert sorted(config.network) == symbols.NETWORKS.names()
+    assert sorted(config.loss) == losses.LOSSES.names()

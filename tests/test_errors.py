@@ -6,7 +6,7 @@ import sys
 import mxnet as mx
 import pytest
 
-from facekd.errors import FaceKDError, mxnet_cause, run_cli
+from facekd.errors import mxnet_cause
 
 
 def _raised(fn):

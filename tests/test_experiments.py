@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from facekd import experiments as ex
+import experiments as ex  # bench/experiments.py (pytest's pythonpath)
 from facekd.errors import FaceKDError
 from facekd.evaluation.plots import parse_training_log
 

@@ -16,15 +16,19 @@ OLD_TAG = ".old-"  # <final>.old-<pid>: an existing output set aside while it is
 
 
 @contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, on failure remove it."""
+def atomic_path(path, keep_partial=False):
+    """Yield a temporary path beside ``path``; on success rename it to ``path``, on failure remove it
+    (or, with ``keep_partial``, rename what was written: a log of a run that failed)."""
     tmp = f"{path}{TMP_TAG}{os.getpid()}"
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
-            os.remove(tmp)
+            if keep_partial:
+                os.replace(tmp, path)
+            else:
+                os.remove(tmp)
 
 
 def pid_alive(pid):

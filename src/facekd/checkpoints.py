@@ -70,28 +70,36 @@ def available_epochs(prefix, suffixes=(".params",)):
     return sorted(epochs)
 
 
+def load_symbol(prefix):
+    """The graph ``<prefix>-symbol.json`` of a checkpoint, with clear errors."""
+    import mxnet as mx
+
+    sym_path = symbol_path(prefix)
+    if not os.path.isfile(sym_path):
+        raise FaceKDError(f"checkpoint symbol {sym_path} not found; check the model prefix "
+                          f"(expected <prefix>-symbol.json beside <prefix>-NNNN.params)")
+    try:
+        return mx.sym.load(sym_path)
+    except mx.base.MXNetError as exc:
+        raise FaceKDError(f"{sym_path}: not a readable MXNet symbol file ({mxnet_cause(exc)})") from None
+
+
 def load_checkpoint(prefix, epoch):
     """``(symbol, arg_params, aux_params)`` of an MXNet checkpoint, with clear errors."""
     import mxnet as mx
 
-    sym_path, params_path = checkpoint_paths(prefix, epoch)
-    if not os.path.isfile(sym_path):
-        raise FaceKDError(f"checkpoint symbol {sym_path} not found; check the model prefix "
-                          f"(expected <prefix>-symbol.json beside <prefix>-NNNN.params)")
-    if not os.path.isfile(params_path):
+    params_file = params_path(prefix, epoch)
+    if os.path.isfile(symbol_path(prefix)) and not os.path.isfile(params_file):
         have = available_epochs(prefix)
         hint = f"available epochs: {', '.join(map(str, have))}" if have else "no params files with this prefix"
-        raise FaceKDError(f"checkpoint params {params_path} not found ({hint}); check the epoch")
+        raise FaceKDError(f"checkpoint params {params_file} not found ({hint}); check the epoch")
+    symbol = load_symbol(prefix)
     try:
-        symbol = mx.sym.load(sym_path)
+        saved = mx.nd.load(params_file)
     except mx.base.MXNetError as exc:
-        raise FaceKDError(f"{sym_path}: not a readable MXNet symbol file ({mxnet_cause(exc)})") from None
-    try:
-        saved = mx.nd.load(params_path)
-    except mx.base.MXNetError as exc:
-        raise FaceKDError(f"{params_path}: not a readable MXNet params file ({mxnet_cause(exc)})") from None
+        raise FaceKDError(f"{params_file}: not a readable MXNet params file ({mxnet_cause(exc)})") from None
     if not isinstance(saved, dict):
-        raise FaceKDError(f"{params_path}: expected a dict of 'arg:NAME'/'aux:NAME' arrays")
+        raise FaceKDError(f"{params_file}: expected a dict of 'arg:NAME'/'aux:NAME' arrays")
     arg_params, aux_params = {}, {}
     for key, value in saved.items():
         kind, _, name = key.partition(":")
@@ -100,5 +108,5 @@ def load_checkpoint(prefix, epoch):
         elif kind == "aux":
             aux_params[name] = value
         else:
-            raise FaceKDError(f"{params_path}: key {key!r} is neither 'arg:NAME' nor 'aux:NAME'")
+            raise FaceKDError(f"{params_file}: key {key!r} is neither 'arg:NAME' nor 'aux:NAME'")
     return symbol, arg_params, aux_params

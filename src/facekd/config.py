@@ -6,7 +6,6 @@ merges them (loss first, then network, then dataset) into one flat EasyDict;
 a key that also exists in ``default`` updates the default of its flag.
 """
 import copy
-import logging
 import os
 
 from easydict import EasyDict as edict
@@ -133,8 +132,8 @@ def generate_config(network_name, dataset_name, loss_name, **overrides):
     """Merged configuration for a run: base, then loss, network and dataset tables, then overrides.
 
     Returns a new EasyDict (the tables are not modified). ``cfg.defaults`` holds the
-    flag defaults after the tables have updated them. When ``dataset_path`` holds a
-    ``property`` file, its class count wins over the table's (with a warning on mismatch).
+    flag defaults after the tables have updated them. The class count and image size of
+    a run come from the dataset's ``property`` (:func:`facekd.training.settings.resolve`).
     """
     cfg = copy.deepcopy(config)
     defaults = copy.deepcopy(default)
@@ -153,12 +152,4 @@ def generate_config(network_name, dataset_name, loss_name, **overrides):
         if v is not None:
             cfg[k] = v
     cfg.defaults = defaults
-    cfg.num_workers = int(os.environ.get("DMLC_NUM_WORKER", "1"))
-    prop = read_property(cfg.dataset_path) if cfg.get("dataset_path") else None
-    if prop is not None:
-        if cfg.num_classes and cfg.num_classes != prop[0]:
-            logging.warning("dataset %s: property says %d classes, config table says %d; using %d",
-                            cfg.dataset_path, prop[0], cfg.num_classes, prop[0])
-        cfg.num_classes = prop[0]
-        cfg.image_shape = (prop[1], prop[2], 3)
     return cfg

@@ -37,6 +37,19 @@ def cut_at_embedding(symbol, name="model"):
     return internals[EMBEDDING_OUTPUT]
 
 
+def embedding_size(symbol, image_size=(112, 112), name="model"):
+    """Dimension d of the ``fc1_output`` of ``symbol`` for images of ``image_size``."""
+    import mxnet as mx
+
+    h, w = image_size
+    try:
+        _, out_shapes, _ = infer_shape(cut_at_embedding(symbol, name), data=(1, 3, h, w))
+    except mx.base.MXNetError as exc:
+        raise FaceKDError(f"{name}: the graph does not accept input (1, 3, {h}, {w}) "
+                          f"({mxnet_cause(exc)}); check the image size") from None
+    return int(out_shapes[0][1])
+
+
 def flatten_fc_inputs(symbol):
     """The same graph with an explicit Flatten in front of every flattening FullyConnected.
 

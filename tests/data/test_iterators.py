@@ -200,9 +200,9 @@ def test_decoding_runs_off_the_training_thread(hard_dir, monkeypatch):
     threads = set()
     real = it.decode
 
-    def spy(payload, where):
+    def spy(payload, where, size=None):
         threads.add(threading.get_ident())
-        return real(payload, where)
+        return real(payload, where, size)
 
     monkeypatch.setattr(it, "decode", spy)
     with FaceImageIter(hard_dir, 4, SHAPE) as data_iter:

@@ -153,9 +153,16 @@ class Embed:
         self.proj = np.random.default_rng(1).normal(size=(SIZE * SIZE * 3, 8))
         self.calls = []
 
-    def __call__(self, images):
+    def embed(self, images):
         self.calls.append((images.dtype, images.shape))
         return (images.reshape(len(images), -1).astype(np.float64) / 255.0) @ self.proj
+
+
+class FnEmbed:
+    """An embedder made of a function of the images."""
+
+    def __init__(self, fn):
+        self.embed = fn
 
 
 def reference_images(folder):
@@ -197,7 +204,7 @@ def test_triplet_iter_batches(soft_dir, caplog):
             a, p, n = (np.array(keys[6 * dev + 2 * blk:6 * dev + 2 * blk + 2]) for blk in range(3))
             cls = label[6 * dev:6 * dev + 6, -1].reshape(3, 2)
             assert (cls[0] == cls[1]).all() and (cls[0] != cls[2]).all()
-            e = embed(np.stack([ref[k][1] for k in np.r_[a, p, n]]))
+            e = embed.embed(np.stack([ref[k][1] for k in np.r_[a, p, n]]))
             e = e / np.linalg.norm(e, axis=1, keepdims=True)
             d_ap = ((e[0:2] - e[2:4]) ** 2).sum(1)
             d_an = ((e[0:2] - e[4:6]) ** 2).sum(1)
@@ -206,18 +213,35 @@ def test_triplet_iter_batches(soft_dir, caplog):
     assert len(seen) == 4 * len(batches)  # each anchor/positive pair at most once
 
 
-def test_triplet_iter_reset_mines_a_new_bag(soft_dir):
-    embed = Embed()
-    refreshed = []
+class WeightedEmbed(Embed):
+    """Embed whose projection is scaled by the weights handed over with set_params."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale, self.handed = 1.0, []
+
+    def set_params(self, arg_params, aux_params):
+        self.scale = arg_params["scale"]
+        self.handed.append((self.scale, len(self.calls)))
+
+    def embed(self, images):
+        return self.scale * super().embed(images)
+
+
+def test_triplet_iter_reset_mines_a_new_bag_with_the_weights_handed_over(soft_dir):
+    embed = WeightedEmbed()
     with TripletIter(soft_dir, embed, batch_size=6, bag_size=12, images_per_identity=4, alpha=2.0,
-                     data_shape=SHAPE, seed=1, before_bag=lambda: refreshed.append(len(embed.calls))) as data_iter:
-        assert embed.calls == [] and refreshed == []  # nothing is mined before the first batch is asked for
+                     data_shape=SHAPE, seed=1) as data_iter:
+        assert data_iter.needs_weights
+        assert embed.calls == []  # nothing is mined before the first batch is asked for
+        data_iter.set_weights({"scale": 2.0}, {})
         first = list(data_iter)
         calls = len(embed.calls)
+        data_iter.set_weights({"scale": 3.0}, {})
         data_iter.reset()
         second = list(data_iter)
     assert first and second and len(embed.calls) > calls
-    assert refreshed == [0, calls]  # the hook runs before each bag's embedding
+    assert embed.handed == [(2.0, 0), (3.0, calls)]  # each bag is embedded with the weights handed before it
 
 
 def test_triplet_iter_checks(soft_dir):
@@ -232,12 +256,12 @@ def test_triplet_iter_checks(soft_dir):
         assert ok.batch_size == 12 and ok.triplets_per_device == 2
     with pytest.raises(FaceKDError, match="images_per_identity"):
         TripletIter(soft_dir, embed, batch_size=6, bag_size=12, images_per_identity=1, data_shape=SHAPE)
-    constant = TripletIter(soft_dir, lambda x: np.ones((len(x), 4)), batch_size=6, bag_size=12,
+    constant = TripletIter(soft_dir, FnEmbed(lambda x: np.ones((len(x), 4))), batch_size=6, bag_size=12,
                            data_shape=SHAPE, max_empty_bags=2)
     with constant, pytest.raises(FaceKDError, match="no batch of triplets"):
         next(constant)
-    wrong = TripletIter(soft_dir, lambda x: np.ones((3, 4)), batch_size=6, bag_size=12, data_shape=SHAPE)
-    with wrong, pytest.raises(FaceKDError, match="embed_fn"):
+    wrong = TripletIter(soft_dir, FnEmbed(lambda x: np.ones((3, 4))), batch_size=6, bag_size=12, data_shape=SHAPE)
+    with wrong, pytest.raises(FaceKDError, match="mining embedder returned shape"):
         next(wrong)
 
 

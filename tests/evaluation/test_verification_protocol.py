@@ -197,3 +197,14 @@ def test_format_log_lines():
 def test_embedding_count_mismatch():
     with pytest.raises(FaceKDError, match="expected twice as many"):
         V.evaluate_embeddings(np.zeros((6, 2)), [True, False])
+
+
+def test_printed_rows_parse_back():
+    """The rows verification.py prints are read back (by the bench harness) with the same numbers."""
+    result = V.evaluate_embeddings(np.random.default_rng(0).normal(size=(40, 8)), [True, False] * 10, 5)
+    line = V.format_row("./models/y1/model,1", "lfw", result)
+    rows = V.parse_verification_rows(["noise\n", line + "\n", "[lfw]x\tXNorm: nan-ish\tAccuracy-Flip: a\n"])
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row.model, row.target) == ("./models/y1/model,1", "lfw")
+    assert row.acc == pytest.approx(result.acc, abs=5e-6) and row.std == pytest.approx(result.std, abs=5e-6)

@@ -3,7 +3,7 @@ import mxnet as mx
 import numpy as np
 
 from facekd.config import generate_config
-from facekd.losses import build_head, get_loss
+from facekd.losses import build_head, head_metrics
 
 NUM_CLASSES, EMB, BATCH = 10, 8, 6
 
@@ -11,6 +11,7 @@ NUM_CLASSES, EMB, BATCH = 10, 8, 6
 def make_cfg(loss, **overrides):
     cfg = generate_config("y1", "emore", loss)
     cfg.num_classes, cfg.emb_size, cfg.per_batch_size = NUM_CLASSES, EMB, BATCH
+    cfg.teacher_dim = EMB  # what a run takes from the soft labels (a test may override it)
     for k, v in overrides.items():
         cfg[k] = v
     return cfg
@@ -29,7 +30,7 @@ def run_head(cfg, data, label, params=None, grads=("data",)):
     ex.forward(is_train=True)
     ex.backward()
     outputs = [o.asnumpy().astype(np.float64) for o in ex.outputs]
-    metrics = get_loss(cfg.loss).metrics(cfg)
+    metrics = head_metrics(sym)
     for metric in metrics:
         metric.update([ex.arg_dict["softmax_label"]], ex.outputs)
     values = {m.name: m.get()[1] for m in metrics}

@@ -26,9 +26,9 @@ def _lossvalue(metric):
     return dict(metric.get_name_value())["lossvalue"]
 
 
-def _objective(method, cfg):
+def _objective(trainer):
     """A fresh metric of the head's monitors (metrics accumulate over updates until reset)."""
-    return mx.metric.CompositeEvalMetric(losses.get_loss(method).metrics(cfg))
+    return mx.metric.CompositeEvalMetric(losses.head_metrics(trainer.symbol))
 
 
 def _loss_and_step(module, batch, metric):
@@ -60,7 +60,7 @@ def test_a_small_step_along_the_gradient_lowers_the_loss(method, soft_dir, teach
     trainer.train_iter.reset()
     batch = next(iter(trainer.train_iter))
     frozen = trainer.spec.teacher_centres
-    loss0, start, trial = _loss_and_step(module, batch, _objective(method, cfg))
+    loss0, start, trial = _loss_and_step(module, batch, _objective(trainer))
     grad_sq = sum((((trial[k] - start[k]) / 1e-4) ** 2).sum() for k in start)
     assert np.isfinite(loss0) and loss0 > 0 and grad_sq > 0, (loss0, grad_sq)
     lr = 0.02 * loss0 / grad_sq
@@ -69,11 +69,11 @@ def test_a_small_step_along_the_gradient_lowers_the_loss(method, soft_dir, teach
     trainer = Trainer(cfg, args)
     module = trainer._make_module()
     module.set_params({k: mx.nd.array(v) for k, v in start.items()}, module.get_params()[1])
-    again, _, after = _loss_and_step(module, batch, _objective(method, cfg))
+    again, _, after = _loss_and_step(module, batch, _objective(trainer))
     assert again == pytest.approx(loss0, rel=1e-4)  # same weights, same batch: same objective
     step_sq = sum(((after[k] - start[k]) ** 2).sum() for k in start)
     np.testing.assert_allclose(step_sq, lr ** 2 * grad_sq, rtol=0.05)  # the step was lr * g
-    loss1 = _loss_at(module, batch, _objective(method, cfg))
+    loss1 = _loss_at(module, batch, _objective(trainer))
     predicted = lr * grad_sq
     assert loss1 < loss0, (loss0, loss1)
     assert 0.75 * predicted < loss0 - loss1 < 1.25 * predicted, (loss0, loss1, predicted)

@@ -7,12 +7,20 @@ from ..errors import FaceKDError
 ENCODINGS = (".jpg", ".jpeg", ".png")
 
 
-def decode(payload, source="image"):
-    """RGB uint8 (H, W, 3) of encoded JPEG/PNG bytes; ``source`` names the bytes in errors."""
+def decode(payload, source="image", size=None):
+    """RGB uint8 (H, W, 3) of encoded JPEG/PNG bytes; ``source`` names the bytes in errors.
+
+    ``size`` = (H, W), when given, is the size a dataset's ``property`` promises: another
+    size is an error.
+    """
     buf = np.frombuffer(bytes(payload), dtype=np.uint8)
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if bgr is None:
         raise FaceKDError(f"{source}: cannot decode {buf.size} bytes as an image (expected JPEG or PNG)")
+    if size is not None and bgr.shape[:2] != tuple(size):
+        raise FaceKDError(f"{source}: image is {bgr.shape[0]}x{bgr.shape[1]}, the property file says "
+                          f"{size[0]}x{size[1]}; rebuild the dataset with aligned faces of one size "
+                          "or fix the property file")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -15,7 +15,6 @@ a different remainder out each epoch.
 """
 import logging
 import queue
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import mxnet as mx
@@ -25,11 +24,11 @@ from ..errors import FaceKDError
 from . import labels as L
 from .augment import Augmenter
 from .images import decode
+from .pipeline import END, Pipeline
 from .recordio import RecordDataset
 
 DATA_NAME = "data"
 LABEL_NAME = "softmax_label"
-_END = object()
 
 
 # ----------------------------------------------------------------------------- dataset helpers
@@ -94,15 +93,6 @@ def check_data_shape(data_shape, dataset):
     return data_shape
 
 
-def decode_image(payload, where, size):
-    """RGB uint8 (H, W, 3) of one record, checked against ``size`` = (H, W)."""
-    img = decode(payload, where)
-    if img.shape[:2] != tuple(size):
-        raise FaceKDError(f"{where}: image is {img.shape[0]}x{img.shape[1]}, expected {size[0]}x{size[1]}; "
-                          "rebuild the dataset with aligned faces of the property file's size")
-    return img
-
-
 # ----------------------------------------------------------------------------- background batching
 class BatchProducer:
     """A background thread that turns lists of record positions into (data, label) NDArray batches.
@@ -110,7 +100,8 @@ class BatchProducer:
     ``fetch(positions) -> (raw labels (B, w) float32, payloads, names)`` reads
     the records (called only from the producer thread; ``names`` label each
     image in errors); images are decoded and augmented in ``pool``; finished
-    batches wait in a queue of ``prefetch``.
+    batches wait in a queue of ``prefetch``. An error in the thread is raised by
+    :meth:`get` once the batches made before it are consumed.
     """
 
     def __init__(self, fetch, batches, augmenter, data_shape, layout, pool, seed, prefetch=2):
@@ -122,64 +113,48 @@ class BatchProducer:
         self.pool = pool
         self.seed = seed
         self.queue = queue.Queue(maxsize=max(1, prefetch))
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="facekd-batches", daemon=True)
-        self.thread.start()
-
-    def _put(self, item):
-        while not self.stopping.is_set():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        self.pipe = Pipeline()
+        self._done = False
+        self.thread = self.pipe.thread(self._run, name="facekd-batches")
 
     def _image(self, payload, seed, out, where):
-        img = decode_image(payload, where, self.data_shape[1:])
+        img = decode(payload, where, self.data_shape[1:])
         img = self.augmenter(img, np.random.default_rng(seed)) if not self.augmenter.is_identity else img
         out[...] = np.transpose(img, (2, 0, 1))
 
     def _run(self):
         rng = np.random.default_rng(self.seed)
-        try:
-            for positions in self.batches:
-                if self.stopping.is_set():
-                    return
-                raw, payloads, names = self.fetch(positions)
-                data = np.empty((len(positions),) + tuple(self.data_shape), dtype=np.float32)
-                seeds = rng.integers(0, 2 ** 63 - 1, size=len(positions))
-                list(self.pool.map(self._image, payloads, seeds, data, names))
-                batch = (mx.nd.array(data, dtype=np.float32),
-                         mx.nd.array(batch_labels(raw, self.layout), dtype=np.float32))
-                if not self._put(batch):
-                    return
-            self._put(_END)
-        except BaseException as exc:  # handed to the training thread, raised there
-            self._put(exc)
+        for positions in self.batches:
+            if self.pipe.stop.is_set():
+                return
+            raw, payloads, names = self.fetch(positions)
+            data = np.empty((len(positions),) + tuple(self.data_shape), dtype=np.float32)
+            seeds = rng.integers(0, 2 ** 63 - 1, size=len(positions))
+            list(self.pool.map(self._image, payloads, seeds, data, names))
+            batch = (mx.nd.array(data, dtype=np.float32),
+                     mx.nd.array(batch_labels(raw, self.layout), dtype=np.float32))
+            if not self.pipe.put(self.queue, batch):
+                return
+        self.pipe.put(self.queue, END)
 
     def get(self):
-        item = self.queue.get()
-        if item is _END:
-            self.queue.put(_END)  # stay exhausted
+        item = END if self._done else self.pipe.get(self.queue)
+        if item is END:
+            self._done = True  # stay exhausted
+            if self.pipe.error is not None:
+                raise self.pipe.error
             raise StopIteration
-        if isinstance(item, BaseException):
-            self.queue.put(item)
-            raise item
         return item
 
     def stop(self):
-        self.stopping.set()
-        while self.thread.is_alive():
-            try:
-                self.queue.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        self.thread.join()
+        self.pipe.stop.set()
+        self.pipe.join([self.thread])
 
 
 class _BatchedIter(mx.io.DataIter):
     """Shared plumbing of the image and triplet iterators: descriptors, producer, pool, close."""
+
+    needs_weights = False  # True for iterators that run the student itself (triplet mining)
 
     def __init__(self, dataset, batch_size, data_shape, rand_mirror, color_jitter, cutoff,
                  seed, decode_threads, prefetch):

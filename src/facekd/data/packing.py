@@ -24,7 +24,7 @@ from ..errors import FaceKDError
 from .align import ALIGNED_SIZE, align_face, check_landmarks
 from .images import ENCODINGS, decode, encode
 from .lst import read_lst, resolve
-from .prepare import MARKER, read_marker, write_marker, written_by
+from .outputs import MARKER, read_marker, write_marker, written_by
 from .recordio import IdentityTracker, RecordDatasetWriter
 
 TOOL = "face2rec2.py"

@@ -9,13 +9,12 @@ Three stages run at once over bounded queues, so memory does not grow with the d
   its label ``[teacher fc1 output (d floats), class id]`` (:func:`facekd.data.labels.make_soft`).
 
 Everything is written into ``OUT.partial/`` and renamed to ``OUT`` when complete
-(:func:`facekd.data.prepare.staged_output`). An interrupted build leaves nothing under
+(:func:`facekd.data.outputs.staged_output`). An interrupted build leaves nothing under
 ``OUT``; rerun with the same arguments and it starts over, discarding ``OUT.partial`` (and
 saying so). ``OUT`` carries the marker ``.facekd-output``; ``--overwrite`` replaces only such a
 folder, never one this tool did not write, and ``OUT`` may neither contain nor lie inside ``IN``.
 """
 import queue
-import threading
 import time
 from collections import namedtuple
 
@@ -25,12 +24,11 @@ from ..errors import FaceKDError
 from . import labels as label_layout
 from .prepare import (EMBED_TOOL, check_finite, check_output_folder, check_separate, check_teacher_args,
                       copy_targets, input_class_id, load_teacher, staged_output)
+from .pipeline import END, Pipeline
 from .recordio import RecordDataset, RecordDatasetWriter
 
 BuildSummary = namedtuple("BuildSummary", "num_images num_identities emb_size seconds out_dir")
 
-_END = object()
-_POLL = 0.1  # seconds between checks of the stop flag while a queue is full/empty
 
 
 class _Batch:
@@ -41,60 +39,13 @@ class _Batch:
         self.images = self.buffer = self.vectors = None
 
 
-class _Pipeline:
-    """Stop flag, first error and queue helpers shared by the stages."""
-
-    def __init__(self):
-        self.stop = threading.Event()
-        self.error = None
-        self._lock = threading.Lock()
-
-    def fail(self, exc):
-        with self._lock:
-            if self.error is None:
-                self.error = exc
-        self.stop.set()
-
-    def put(self, q, item):
-        while not self.stop.is_set():
-            try:
-                q.put(item, timeout=_POLL)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def get(self, q):
-        while True:
-            try:
-                return q.get(timeout=_POLL)
-            except queue.Empty:
-                if self.stop.is_set():
-                    return _END
-
-    def thread(self, fn, *args, name):
-        def run():
-            try:
-                fn(*args)
-            except BaseException as exc:  # handed to the calling thread
-                self.fail(exc)
-
-        t = threading.Thread(target=run, name=name, daemon=True)
-        t.start()
-        return t
-
-
 def _decode_batch(batch, rec_path, image_size, buffer):
     """Decode the batch's payloads into ``buffer`` (B_max, H, W, 3); ``batch.images`` is its first rows."""
     from .images import decode
 
     images = buffer[:len(batch.payloads)]
     for i, (key, payload) in enumerate(zip(batch.keys, batch.payloads)):
-        img = decode(payload, f"{rec_path} record {key}")
-        if img.shape[:2] != tuple(image_size):
-            raise FaceKDError(f"{rec_path} record {key}: image is {img.shape[1]}x{img.shape[0]}, "
-                              f"property says {image_size[1]}x{image_size[0]}; fix the property file")
-        images[i] = img
+        images[i] = decode(payload, f"{rec_path} record {key}", image_size)
     batch.images, batch.buffer = images, buffer
     return batch
 
@@ -103,7 +54,7 @@ def _read(pipe, dataset, batch_size, buffers, out_q):
     """Reader stage: batches of records, decoded into a free buffer taken from ``buffers``."""
     def send(batch):
         buffer = pipe.get(buffers)
-        if buffer is _END:
+        if buffer is END:
             return False
         return pipe.put(out_q, _decode_batch(batch, dataset.rec_path, dataset.image_size, buffer))
 
@@ -129,13 +80,13 @@ def _read(pipe, dataset, batch_size, buffers, out_q):
             batch = _Batch([], [], [])
     if batch.keys and not send(batch):
         return
-    pipe.put(out_q, _END)
+    pipe.put(out_q, END)
 
 
 def _write(pipe, writer, in_q, bar):
     while True:
         batch = pipe.get(in_q)
-        if batch is _END:
+        if batch is END:
             return
         for label, payload in zip(label_layout.make_soft(batch.vectors, batch.classes), batch.payloads):
             writer.add(label, payload)
@@ -165,7 +116,7 @@ def build_soft_dataset(data_dir, out_dir, embedder, overwrite=False, queue_depth
     start = time.time()
     with RecordDataset(data_dir) as dataset, \
             staged_output(out_dir, overwrite, tool=EMBED_TOOL, kind="soft-dataset") as staged:
-        pipe = _Pipeline()
+        pipe = Pipeline()
         decoded, embedded = queue.Queue(queue_depth), queue.Queue(queue_depth)
         h, w = dataset.image_size
         # one buffer being decoded, queue_depth decoded and waiting, one being embedded
@@ -179,8 +130,8 @@ def build_soft_dataset(data_dir, out_dir, embedder, overwrite=False, queue_depth
         try:
             while not pipe.stop.is_set():
                 batch = pipe.get(decoded)
-                if batch is _END:
-                    pipe.put(embedded, _END)
+                if batch is END:
+                    pipe.put(embedded, END)
                     break
                 batch.vectors = embedder.embed(batch.images)
                 buffers.put(batch.buffer)  # the teacher has copied the pixels: the reader may reuse it
@@ -190,9 +141,7 @@ def build_soft_dataset(data_dir, out_dir, embedder, overwrite=False, queue_depth
         except BaseException as exc:
             pipe.fail(exc)
         finally:
-            for t in threads:
-                while t.is_alive():
-                    t.join(_POLL)
+            pipe.join(threads)
             bar.close()
         if pipe.error is not None:
             writer.abort()

@@ -20,7 +20,8 @@ import numpy as np
 
 from ..errors import FaceKDError
 from ..vectors import normalize_rows
-from .iterators import _BatchedIter, decode_image, keys_by_class, shard
+from .images import decode
+from .iterators import _BatchedIter, keys_by_class, shard
 
 log = logging.getLogger(__name__)
 
@@ -262,26 +263,26 @@ def total_batch(batch_size, per_device_batch, num_devices):
 
 # ----------------------------------------------------------------------------- the iterator
 class TripletIter(_BatchedIter):
-    """Batches of semi-hard triplets, A | P | N per device, mined per bag with ``embed_fn``.
+    """Batches of semi-hard triplets, A | P | N per device, mined per bag with ``embedder``.
 
-    ``embed_fn(images) -> (n, d)`` embeds uint8 RGB (n, H, W, 3) images with the
+    ``embedder.embed(images) -> (n, d)`` embeds uint8 RGB (n, H, W, 3) images with the
     current student (inference); it is called in chunks of ``embed_batch_size``
-    (default: ``batch_size``) during ``reset()`` and on the first ``next()``
-    (so the iterator can be built before the student is bound). ``batch_size``
-    is the total batch (per_batch_size x num_devices); ``per_device_batch`` may
-    be given instead. Labels are those of the selected images: soft rows
-    (B, d+1) for a soft-labelled set, else class ids (B,).
+    (default: ``batch_size``) during ``reset()``, or on the first ``next()`` when no
+    reset came first. The trainer hands the student's current weights over with
+    :meth:`set_weights` before each bag (``needs_weights``): the iterator never reaches
+    back into the trainer. ``batch_size`` is the total batch (per_batch_size x
+    num_devices); ``per_device_batch`` may be given instead. Labels are those of the
+    selected images: soft rows (B, d+1) for a soft-labelled set, else class ids (B,).
     ``part_index`` / ``num_parts`` keep one shard of the classes (dist workers).
-    ``before_bag()``, when given, runs before each bag is embedded (e.g. copy the
-    training module's current weights into the embedder).
     """
 
-    def __init__(self, dataset, embed_fn, batch_size=None, num_devices=1, bag_size=7200,
+    needs_weights = True  # mining embeds with the student as it is at each bag
+
+    def __init__(self, dataset, embedder, batch_size=None, num_devices=1, bag_size=7200,
                  images_per_identity=18,
                  alpha=0.35, max_ap=0.0, data_shape=(3, 112, 112), rand_mirror=True, color_jitter=0,
                  cutoff=False, part_index=0, num_parts=1, seed=None, decode_threads=2,
-                 embed_batch_size=None, min_batches=1, max_empty_bags=5, prefetch=2, before_bag=None,
-                 per_device_batch=None):
+                 embed_batch_size=None, min_batches=1, max_empty_bags=5, prefetch=2, per_device_batch=None):
         batch_size = total_batch(batch_size, per_device_batch, num_devices)
         super().__init__(dataset, batch_size, data_shape, rand_mirror, color_jitter, cutoff,
                          seed, decode_threads, prefetch)
@@ -293,8 +294,7 @@ class TripletIter(_BatchedIter):
                                   "(anchors need positives of their class)")
             if alpha <= 0:
                 raise FaceKDError(f"triplet_alpha {alpha} must be > 0")
-            self.embed_fn = embed_fn
-            self.before_bag = before_bag
+            self.embedder = embedder
             self.bag_size = int(bag_size)
             self.alpha = float(alpha)
             self.max_ap = float(max_ap)
@@ -325,13 +325,13 @@ class TripletIter(_BatchedIter):
 
         def work(part):
             for i in part:
-                out[i - lo] = decode_image(payloads[i], self.record_name(keys[i]), self.data_shape[1:])
+                out[i - lo] = decode(payloads[i], self.record_name(keys[i]), self.data_shape[1:])
 
         parts = [p for p in np.array_split(np.arange(lo, hi), self._threads) if len(p)]
         return out, [self._pool.submit(work, p) for p in parts]
 
     def _embed_bag(self, payloads, keys):
-        """Embeddings (n, d) of the bag, decoding the next chunk while ``embed_fn`` runs on this one."""
+        """Embeddings (n, d) of the bag, decoding the next chunk while the embedder runs on this one."""
         n, step = len(payloads), self.embed_batch_size
         chunks = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
         pending = self._decode_chunk(payloads, keys, *chunks[0])
@@ -343,10 +343,10 @@ class TripletIter(_BatchedIter):
             if i + 1 < len(chunks):
                 pending = self._decode_chunk(payloads, keys, *chunks[i + 1])
             t0 = time.perf_counter()
-            emb = np.asarray(self.embed_fn(images), dtype=np.float32)
+            emb = np.asarray(self.embedder.embed(images), dtype=np.float32)
             embed_time += time.perf_counter() - t0
             if emb.ndim != 2 or emb.shape[0] != hi - lo:
-                raise FaceKDError(f"embed_fn returned shape {emb.shape} for {hi - lo} images; "
+                raise FaceKDError(f"the mining embedder returned shape {emb.shape} for {hi - lo} images; "
                                   "expected (n, emb_size)")
             out.append(emb)
         return np.concatenate(out), embed_time
@@ -356,8 +356,6 @@ class TripletIter(_BatchedIter):
 
         Returns (keys (n,), labels (n, w), payloads, batch positions (b, batch_size)).
         """
-        if self.before_bag is not None:
-            self.before_bag()
         t0 = time.perf_counter()
         keys, cls = self.sampler.next_bag()
         labels, payloads = self._read_bag(keys)
@@ -375,8 +373,12 @@ class TripletIter(_BatchedIter):
         return keys, labels, payloads, batches
 
     # ---------------------------------------------------------------- epochs
+    def set_weights(self, arg_params, aux_params):
+        """The student's current weights, for the bags mined from now on."""
+        self.embedder.set_params(arg_params, aux_params)
+
     def next(self):
-        if self._producer is None:  # the first epoch is mined on first use, once the student exists
+        if self._producer is None:  # no reset() yet: mine the first bag on first use
             self.reset()
         return super().next()
 
@@ -385,7 +387,7 @@ class TripletIter(_BatchedIter):
                 [self.record_name(self._keys[p]) for p in positions])
 
     def reset(self):
-        """Mine the next bag(s) with the current ``embed_fn`` and start prefetching its batches."""
+        """Mine the next bag(s) with the embedder's current weights and start prefetching its batches."""
         self._stop()
         keys, labels, payloads, batches, empty = [], [], [], [], 0
         while sum(len(b) for b in batches) < self.min_batches:

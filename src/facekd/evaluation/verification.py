@@ -282,10 +282,43 @@ def format_log(name, step, result):
             f"[{name}][{step}]Accuracy-Flip: {result.acc:1.5f}+-{result.std:1.5f}"]
 
 
+_XNORM = "XNorm: "
+
+
 def format_row(model, name, result):
     """One row of the standalone command: model, target, XNorm, Accuracy-Flip, VAL @ FAR."""
-    return (f"[{name}]{model}\tXNorm: {result.xnorm:f}\tAccuracy-Flip: {result.acc:1.5f}+-{result.std:1.5f}"
+    return (f"[{name}]{model}\t{_XNORM}{result.xnorm:f}\tAccuracy-Flip: {result.acc:1.5f}+-{result.std:1.5f}"
             f"\tVAL@FAR={VAL_FAR:g}: {result.val:1.5f}+-{result.val_std:1.5f} (FAR {result.far:1.5f})")
+
+
+@dataclass
+class VerificationRow:
+    """One row printed by recognition/eval/verification.py."""
+    model: str
+    target: str
+    xnorm: float
+    acc: float
+    std: float
+
+
+def parse_verification_rows(lines):
+    """The :class:`VerificationRow` of every :func:`format_row` line among ``lines`` (other lines skipped)."""
+    rows = []
+    for line in lines:
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) < 3 or not fields[0].startswith("[") or "]" not in fields[0]:
+            continue
+        if not fields[1].startswith(_XNORM) or not fields[2].startswith("Accuracy-Flip: "):
+            continue
+        target, _, model = fields[0][1:].partition("]")
+        acc_text = fields[2][len("Accuracy-Flip: "):]
+        try:
+            acc, std = (float(v) for v in acc_text.split("+-"))
+            xnorm = float(fields[1][len(_XNORM):])
+        except ValueError:
+            continue
+        rows.append(VerificationRow(model, target, xnorm, acc, std))
+    return rows
 
 
 # ----------------------------------------------------------------------------- command

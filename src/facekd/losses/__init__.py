@@ -12,7 +12,8 @@ A loss is registered with :func:`register_loss` and described by a :class:`LossS
 * ``iterator``: ``"face"`` (shuffled images) or ``"triplet"`` (A|P|N bags).
 * ``online_teacher``: the teacher vectors may instead come from a teacher run on each
   batch (``--teacher-schedule``, PocketNet's multi-step KD); then class labels suffice.
-* ``metrics(cfg) -> list of mx.metric.EvalMetric`` reading the head's outputs.
+* the head's monitors (``acc``, ``lossvalue``, ``cos``) are outputs named ``monitor_<name>``;
+  :func:`head_metrics` makes the metrics of a training symbol from them.
 
 :func:`build_head` returns ``mx.sym.Group([BlockGrad(embedding)] + outputs)``.
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..registry import Registry
+from .metrics import head_metrics  # noqa: F401 (the metrics of a built head)
 
 LOSSES = Registry("loss", "--loss")
 
@@ -28,7 +30,6 @@ LOSSES = Registry("loss", "--loss")
 class LossSpec:
     name: str
     build: Callable
-    metrics: Callable
     label: str = "hard"
     teacher_centres: Optional[str] = None
     needs_teacher_dim: bool = False
@@ -36,11 +37,11 @@ class LossSpec:
     online_teacher: bool = False
 
 
-def register_loss(name, metrics, label="hard", teacher_centres=None, needs_teacher_dim=False,
+def register_loss(name, label="hard", teacher_centres=None, needs_teacher_dim=False,
                   iterator="face", online_teacher=False):
     """Decorator: register ``build(embedding, label, cfg) -> [outputs]`` as loss ``name``."""
     def wrap(fn):
-        LOSSES.register(name, LossSpec(name, fn, metrics, label, teacher_centres,
+        LOSSES.register(name, LossSpec(name, fn, label, teacher_centres,
                                        needs_teacher_dim, iterator, online_teacher))
         return fn
     return wrap

@@ -4,16 +4,11 @@ L = CE(arcface logits, y) + α · mean_i (1 − ê_i·t̂_i); t from the soft la
 """
 from . import common, register_loss
 from .margin import classification, student_margin_logits
-from .metrics import monitor_metrics
-
-MONITORS = ("acc", "lossvalue", "cos")
 
 
-def metrics(cfg):
-    return monitor_metrics(2, MONITORS)
 
 
-@register_loss("angular_distillation", metrics, label="soft", needs_teacher_dim=True)
+@register_loss("angular_distillation", label="soft", needs_teacher_dim=True)
 def angular_distillation(embedding, label, cfg):
     import mxnet as mx
 

@@ -29,8 +29,8 @@ def require(cfg, key, positive=True):
 
 
 def teacher_dim(cfg):
-    """Width of the teacher vector in the soft labels (set by the trainer from the data)."""
-    return int(cfg.get("teacher_dim", cfg.emb_size))
+    """Width of the teacher vector in the soft labels (the run's settings take it from the data)."""
+    return int(require(cfg, "teacher_dim"))
 
 
 def soft_label(label, cfg):

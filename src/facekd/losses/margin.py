@@ -15,7 +15,6 @@ the cross-entropy is ``log_softmax`` + ``pick`` instead of ``SoftmaxOutput``.
 import math
 
 from . import common
-from .metrics import monitor_metrics
 from . import register_loss
 
 
@@ -128,14 +127,7 @@ def classification(logits, cls):
             common.accuracy(logits, cls))
 
 
-MONITORS = ("acc", "lossvalue")
-
-
-def classification_metrics(cfg):
-    return monitor_metrics(1, MONITORS)
-
-
-@register_loss("softmax", classification_metrics)
+@register_loss("softmax")
 def softmax(embedding, label, cfg):
     """Plain softmax: FullyConnected with bias on the unnormalised embedding."""
     import mxnet as mx
@@ -152,10 +144,10 @@ def softmax(embedding, label, cfg):
     return common.head_outputs([prob], {"acc": acc, "lossvalue": ce})
 
 
-@register_loss("nsoftmax", classification_metrics)
-@register_loss("arcface", classification_metrics)
-@register_loss("cosface", classification_metrics)
-@register_loss("combined", classification_metrics)
+@register_loss("nsoftmax")
+@register_loss("arcface")
+@register_loss("cosface")
+@register_loss("combined")
 def margin_softmax(embedding, label, cfg):
     """Normalised softmax with the (m1, m2, m3) margins of the config (s = loss_s)."""
     _, logits = student_margin_logits(embedding, label, cfg)

@@ -15,14 +15,9 @@ The graph is pinned to ``per_batch_size`` (binding another batch fails).
 """
 from . import common, register_loss
 from .margin import classification, margin_config, margin_logits, student_margin_logits
-from .metrics import monitor_metrics
 
-MONITORS = ("acc", "lossvalue", "cos")
 CENTRES = "teacher_fc7_weight"
 
-
-def metrics(cfg):
-    return monitor_metrics(2, MONITORS)
 
 
 def kl_divergence(teacher_logits, student_logits, temperature, batch):
@@ -42,7 +37,7 @@ def kl_divergence(teacher_logits, student_logits, temperature, batch):
     return mx.sym.reshape(common.flat_dot(q, log_q - log_p), shape=(1,)) / batch
 
 
-@register_loss("margin_base_with_T", metrics, label="soft", teacher_centres=CENTRES,
+@register_loss("margin_base_with_T", label="soft", teacher_centres=CENTRES,
                needs_teacher_dim=True)
 def margin_base_with_t(embedding, label, cfg):
     import mxnet as mx

@@ -11,9 +11,7 @@ Mmin, even negative) and the batch maximum is floored at a tiny positive value
 """
 from . import common, register_loss
 from .margin import classification, margin_logits
-from .metrics import monitor_metrics
 
-MONITORS = ("acc", "lossvalue", "cos")
 CENTRES = "fc7_weight"
 
 
@@ -26,11 +24,8 @@ def sample_margins(teacher_cos, m_min, m_max):
     return mx.sym.BlockGrad(mx.sym.clip(margin, 0.0, m_max))
 
 
-def metrics(cfg):
-    return monitor_metrics(1, MONITORS)
 
-
-@register_loss("margin_distillation", metrics, label="soft", teacher_centres=CENTRES,
+@register_loss("margin_distillation", label="soft", teacher_centres=CENTRES,
                needs_teacher_dim=True)
 def margin_distillation(embedding, label, cfg):
     s = float(common.require(cfg, "loss_s"))

@@ -1,15 +1,17 @@
-"""Training metrics that read the heads' monitor outputs.
+"""Training metrics that read the heads' monitor outputs, found by name.
 
 Each head computes its monitors in the graph (``acc``: argmax of the
 margin-adjusted logits against the class id, or the fraction of triplets with
 d_ap < d_an; ``lossvalue``: the head's whole objective over the device batch,
 which is also its MakeLoss; ``cos``: mean 1 - cos(student, teacher)) as
-scalars, so a metric copies one number per device instead of a (B x C)
-probability matrix.
-
-The outputs of ``build_head`` are [embedding, the head's slots..., monitors...].
+scalars named ``monitor_<name>`` (``losses.common.head_outputs``), so a metric copies
+one number per device instead of a (B x C) probability matrix.
 """
 import mxnet as mx
+
+from .common import MONITOR_PREFIX
+
+_OUTPUT_SUFFIX = "_output"
 
 
 class OutputMean(mx.metric.EvalMetric):
@@ -28,7 +30,10 @@ class OutputMean(mx.metric.EvalMetric):
         self.global_num_inst += weight
 
 
-def monitor_metrics(num_losses, names):
-    """Metrics for a head with ``num_losses`` loss outputs followed by monitors ``names``."""
-    first = 1 + num_losses  # output 0 is the embedding
-    return [OutputMean(name, first + k) for k, name in enumerate(names)]
+def head_metrics(symbol):
+    """One :class:`OutputMean` per monitor output of a training symbol, in output order."""
+    metrics = []
+    for index, output in enumerate(symbol.list_outputs()):
+        if output.startswith(MONITOR_PREFIX) and output.endswith(_OUTPUT_SUFFIX):
+            metrics.append(OutputMean(output[len(MONITOR_PREFIX):-len(_OUTPUT_SUFFIX)], index))
+    return metrics

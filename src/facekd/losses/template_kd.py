@@ -6,16 +6,11 @@ different teacher per epoch) is a matter of which soft-labelled data is read.
 """
 from . import common, register_loss
 from .margin import classification, student_margin_logits
-from .metrics import monitor_metrics
-
-MONITORS = ("acc", "lossvalue", "cos")
 
 
-def metrics(cfg):
-    return monitor_metrics(2, MONITORS)
 
 
-@register_loss("template_kd", metrics, label="soft", needs_teacher_dim=True, online_teacher=True)
+@register_loss("template_kd", label="soft", needs_teacher_dim=True, online_teacher=True)
 def template_kd(embedding, label, cfg):
     import mxnet as mx
 

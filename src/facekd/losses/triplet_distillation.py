@@ -12,9 +12,7 @@ carries no gradient.
 """
 from ..errors import FaceKDError
 from . import common, register_loss
-from .metrics import monitor_metrics
 
-MONITORS = ("acc", "lossvalue")
 
 
 def squared_l2(a, b):
@@ -64,15 +62,12 @@ def triplet_loss(embedding, label, cfg, distance):
     return common.head_outputs([loss], {"acc": common.batch_mean(d_ap < d_an), "lossvalue": value})
 
 
-def metrics(cfg):
-    return monitor_metrics(1, MONITORS)
 
-
-@register_loss("triplet_distillation_L2", metrics, label="soft", iterator="triplet")
+@register_loss("triplet_distillation_L2", label="soft", iterator="triplet")
 def triplet_distillation_l2(embedding, label, cfg):
     return triplet_loss(embedding, label, cfg, squared_l2)
 
 
-@register_loss("triplet_distillation_cos", metrics, label="soft", iterator="triplet")
+@register_loss("triplet_distillation_cos", label="soft", iterator="triplet")
 def triplet_distillation_cos(embedding, label, cfg):
     return triplet_loss(embedding, label, cfg, angle)

@@ -137,16 +137,15 @@ def embedding_head(body, cfg, channels):
 
 
 # ----------------------------------------------------------------------------- initialisation
-def network_initializer(cfg=None):
-    """The weight initialiser of a network (variables' own ``init`` attributes win).
+INITIALIZERS = {
+    # insightface: Xavier (gaussian, 'out', magnitude 2)
+    "insightface": lambda: mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2),
+    # PocketNet: Xavier uniform ('in', magnitude 1), PyTorch's default convolution init U(+-1/sqrt(fan_in))
+    "pytorch": lambda: mx.init.Xavier(rnd_type="uniform", factor_type="in", magnitude=1),
+}
 
-    Xavier (gaussian, 'out', magnitude 2) for insightface networks; for PocketNet
-    (``cfg.net_name == "pocketnet"``) Xavier uniform ('in', magnitude 1), which is
-    PyTorch's default convolution init U(+-1/sqrt(fan_in)). BatchNorm gamma 1, beta 0;
-    PReLU gamma 0.25 (from the variable); ``fc7*_weight`` Normal(0.01).
-    """
-    if cfg is not None and cfg.get("net_name") == "pocketnet":
-        body = mx.init.Xavier(rnd_type="uniform", factor_type="in", magnitude=1)
-    else:
-        body = mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2)
-    return mx.init.Mixed([r"^fc7.*_weight$", ".*"], [mx.init.Normal(0.01), body])
+
+def make_initializer(kind):
+    """The weight initialiser ``kind`` (variables' own ``init`` attributes win): its rule for the
+    body; BatchNorm gamma 1, beta 0; PReLU gamma 0.25 (from the variable); ``fc7*_weight`` Normal(0.01)."""
+    return mx.init.Mixed([r"^fc7.*_weight$", ".*"], [mx.init.Normal(0.01), INITIALIZERS[kind]()])

@@ -98,7 +98,8 @@ def reduction_cells(n):
     return {n // 3, 2 * n // 3, n - 1}
 
 
-@register_network("pocketnets128", "pocketnets256", "pocketnetm128", "pocketnetm256")
+@register_network("pocketnets128", "pocketnets256", "pocketnetm128", "pocketnetm256", flops_mode="pocketnet",
+                  initializer="pytorch")
 def pocketnet(cfg):
     """PocketNet with ``cfg.pocket_cells`` cells of width ``cfg.pocket_channels``; embedding ``fc1``."""
     if cfg.get("net_output") != "pocket":

@@ -6,15 +6,18 @@ from .checkpoint import save_checkpoint
 
 
 class LrBatchEpochLog:
-    """Logs ``lr-batch-epoch: <lr> <batch> <epoch>`` every ``every`` batches (insightface habit)."""
+    """Logs ``lr-batch-epoch: <lr> <batch> <epoch>`` every ``every`` batches (insightface habit).
 
-    def __init__(self, optimizer, every=1000):
-        self.optimizer = optimizer
+    The rate is the schedule's at the global step (the one the optimizer used for that step).
+    """
+
+    def __init__(self, schedule, every=1000):
+        self.schedule = schedule
         self.every = every
 
-    def __call__(self, nbatch, epoch):
+    def __call__(self, step, nbatch, epoch):
         if nbatch % self.every == self.every - 1:
-            logging.info("lr-batch-epoch: %g %d %d", self.optimizer.learning_rate, nbatch, epoch)
+            logging.info("lr-batch-epoch: %g %d %d", self.schedule.lr_at(step), nbatch, epoch)
 
 
 class CheckpointPolicy:

@@ -10,12 +10,20 @@ import logging
 import mxnet as mx
 
 from ..data import labels
-from ..checkpoints import load_checkpoint, parse_model_list
-from ..embedder import Embedder
+from ..checkpoints import load_checkpoint, load_symbol, parse_model_list
+from ..embedder import Embedder, embedding_size
+
+
+def schedule_teacher_dim(schedule_text, image_size):
+    """Dimension of the scheduled teachers' embeddings (their first graph, weights not loaded)."""
+    prefix, _ = parse_model_list(schedule_text, flag="--teacher-schedule")[0]
+    return embedding_size(load_symbol(prefix), image_size, name=f"--teacher-schedule {schedule_text}")
 
 
 class ScheduledTeacherIter(mx.io.DataIter):
     """Wraps a training iterator; replaces each batch's label by scheduled-teacher soft labels."""
+
+    needs_weights = False  # its teacher is a checkpoint, not the student
 
     def __init__(self, base, schedule_text, contexts, batch_size, image_size):
         super().__init__(batch_size)

@@ -13,26 +13,26 @@ from ..errors import FaceKDError, mxnet_cause
 from ..evaluation import verification
 from ..symbols import flops
 from ..symbols.shapes import infer_shape
-from ..checkpoints import load_checkpoint
-from ..embedder import Embedder
-from .callbacks import CheckpointPolicy, LrBatchEpochLog, VerifyAndSave
 from ..atomic import check_writable_dir
-from .checkpoint import clear_run_leftovers, refuse_overwrite, resume_point
-from .teacher_centres import load_teacher_centres
-from .contexts import get_contexts
+from ..checkpoints import checkpoint_name, load_checkpoint
+from ..embedder import Embedder
 from . import optimizer
-from .online_teacher import ScheduledTeacherIter
+from .callbacks import CheckpointPolicy, LrBatchEpochLog, VerifyAndSave
+from .checkpoint import clear_run_leftovers, refuse_overwrite, resume_point
+from .contexts import get_contexts
+from .online_teacher import ScheduledTeacherIter, schedule_teacher_dim
 from .schedule import StepScheduler, parse_lr_steps
+from .settings import resolve
+from .teacher_centres import load_teacher_centres
 
 
-def open_training_set(cfg):
-    """The training set of ``cfg.dataset_path``, checked against the loss's label kind."""
+def open_training_set(cfg, spec):
+    """The training set of ``cfg.dataset_path``, checked against the label kind of loss ``spec``."""
     folder = cfg.dataset_path
     if not os.path.isdir(folder):
         raise FaceKDError(f"dataset folder {folder} does not exist; give --data-dir "
                           "(make one with data_prepare/make_synthetic.py)")
     dataset = RecordDataset(folder)
-    spec = losses.get_loss(cfg.loss)
     soft = dataset.layout.kind == labels.SOFT
     online = bool(cfg.get("teacher_schedule"))
     if online and not spec.online_teacher:
@@ -45,8 +45,6 @@ def open_training_set(cfg):
     if spec.label == "hard" and soft:
         raise FaceKDError(f"--loss {cfg.loss} takes class labels but {dataset.rec_path} has soft labels "
                           f"(width {dataset.layout.width}); use a distillation loss or the hard-label dataset")
-    cfg.teacher_dim = dataset.layout.teacher_dim
-    cfg.num_classes = dataset.num_classes  # the data's `property` is the truth
     if dataset.num_identities and dataset.num_classes > 2 * dataset.num_identities:
         logging.warning("%s: property declares %d classes but the set has %d identities: the class "
                         "matrix is %.0fx larger than needed, which slows every step; write the class "
@@ -55,65 +53,68 @@ def open_training_set(cfg):
     return dataset
 
 
-def check_teacher_dim(cfg, spec, source):
+def teacher_source(cfg, dataset):
+    """(dimension of the teacher vectors, where they come from): the scheduled teacher of
+    ``--teacher-schedule``, else the soft labels of the dataset (0 for class labels)."""
+    if cfg.get("teacher_schedule"):
+        return (schedule_teacher_dim(cfg.teacher_schedule, dataset.image_size),
+                f"--teacher-schedule {cfg.teacher_schedule}")
+    return dataset.layout.teacher_dim, f"the soft labels of {dataset.rec_path}"
+
+
+def check_teacher_dim(settings, spec, source):
     """Methods that compare student and teacher embeddings need the same dimension."""
-    if spec.needs_teacher_dim and cfg.teacher_dim != cfg.emb_size:
-        raise FaceKDError(f"--loss {cfg.loss} compares student and teacher embeddings: {source} gives "
-                          f"{cfg.teacher_dim}-d teacher vectors but --emb-size is {cfg.emb_size}; "
-                          f"set --emb-size {cfg.teacher_dim}")
+    if spec.needs_teacher_dim and settings.teacher_dim != settings.emb_size:
+        raise FaceKDError(f"--loss {settings.loss} compares student and teacher embeddings: {source} gives "
+                          f"{settings.teacher_dim}-d teacher vectors but --emb-size is {settings.emb_size}; "
+                          f"set --emb-size {settings.teacher_dim}")
 
 
-def build_symbols(cfg):
+def build_symbols(settings):
     """(training symbol, deployable embedding symbol)."""
-    embedding = symbols.get_symbol(cfg)
+    embedding = symbols.get_symbol(settings)
     label = mx.sym.Variable("softmax_label")
-    return losses.build_head(embedding, label, cfg), embedding
+    return losses.build_head(embedding, label, settings), embedding
 
 
-def log_network_size(embedding, cfg):
+def log_network_size(embedding, settings):
     params = flops.count_params(embedding)
-    # PocketNet's published figures also count BatchNorm, PReLU and pooling.
-    ops = flops.count_flops(embedding, mode="pocketnet" if cfg.net_name == "pocketnet" else "conv_fc")
+    ops = flops.count_flops(embedding, mode=symbols.get_network(settings.network).flops_mode)
     logging.info("Network params: %.3fM", params / 1e6)
     logging.info("Network FLOPs: %s", flops.format_flops(ops))
     return params, ops
 
 
-def initial_params(cfg, args, spec):
-    """(arg_params, aux_params, fixed names, begin step) from --pretrained/--resume/teacher."""
-    arg_params, aux_params, begin_step, fixed = {}, {}, 0, []
-    prefix = run_prefix(cfg)
-    if args.resume:
-        point = resume_point(prefix)
-        if point is None:
-            raise FaceKDError(f"--resume: no complete checkpoint {prefix}-NNNN (.params with its .json and "
-                              f"{os.path.basename(prefix)}-symbol.json) to resume from")
-        epoch, meta = point
-        _, arg_params, aux_params = load_checkpoint(prefix, epoch)
-        begin_step = meta["step"]
-        cfg.resume_meta = meta
-        logging.info("resuming from %s-%04d at step %d", prefix, epoch, begin_step)
+def initial_params(settings, args, spec, prefix):
+    """(arg_params, aux_params, fixed names) from --resume / --pretrained and the teacher's centres."""
+    arg_params, aux_params, fixed = {}, {}, []
+    if settings.resume_epoch is not None:
+        _, arg_params, aux_params = load_checkpoint(prefix, settings.resume_epoch)
+        logging.info("resuming from %s at step %d", checkpoint_name(prefix, settings.resume_epoch),
+                     settings.begin_step)
     elif args.pretrained:
         _, arg_params, aux_params = load_checkpoint(args.pretrained, args.pretrained_epoch)
-        logging.info("loaded pretrained %s-%04d", args.pretrained, args.pretrained_epoch)
+        logging.info("loaded pretrained %s", checkpoint_name(args.pretrained, args.pretrained_epoch))
     if spec.teacher_centres:
-        centres = load_teacher_centres(cfg.teacher, cfg.num_classes, cfg.emb_size, cfg.teacher_flag)
+        centres = load_teacher_centres(settings.teacher, settings.num_classes, settings.emb_size,
+                                       settings.teacher_flag)
         arg_params = dict(arg_params)
         arg_params[spec.teacher_centres] = mx.nd.array(centres)
         fixed.append(spec.teacher_centres)
-        logging.info("teacher centres %s from %s, frozen", spec.teacher_centres, cfg.teacher)
-    return arg_params, aux_params, fixed, begin_step
+        logging.info("teacher centres %s from %s, frozen", spec.teacher_centres, settings.teacher)
+    return arg_params, aux_params, fixed
 
 
-def check_input_size(embedding, cfg):
+def check_input_size(embedding, settings):
     """The network must take the dataset's images (e.g. y1's 7x7 GDC needs 112x112)."""
-    h, w = cfg.image_shape[:2]
+    h, w = settings.image_shape[:2]
     try:
         infer_shape(embedding, data=(1, 3, h, w))
     except mx.base.MXNetError as exc:
-        raise FaceKDError(f"--network {cfg.network} cannot take the {h}x{w} images of {cfg.dataset_path} "
-                          f"({mxnet_cause(exc)}); align the faces to the network's input size "
-                          "(112x112 for every network here) and rebuild the dataset") from None
+        nh, nw = symbols.get_network(settings.network).input_size
+        raise FaceKDError(f"--network {settings.network} cannot take the {h}x{w} images of "
+                          f"{settings.dataset_path} ({mxnet_cause(exc)}); align the faces to its input "
+                          f"size, {nh}x{nw}, and rebuild the dataset") from None
 
 
 def check_loaded_shapes(symbol, data_shapes, label_shapes, arg_params, aux_params, source):
@@ -134,11 +135,21 @@ def run_prefix(cfg):
     return os.path.join(cfg.models_root, f"{cfg.network}-{cfg.loss}-{cfg.dataset}", "model")
 
 
+def prepare_run_folder(prefix, ckpt, resume):
+    """Before any work: the run folder can take checkpoints, holds no leftovers of a killed save,
+    and a new run does not overwrite an earlier run's checkpoints."""
+    if ckpt:
+        check_writable_dir(os.path.dirname(prefix), "--models-root")
+    clear_run_leftovers(prefix)
+    if not resume:
+        refuse_overwrite(prefix)
+
+
 class Trainer:
-    """One training run, set up from the merged config and the parsed flags."""
+    """One training run: its settings (fixed once), data, graph and Module; :meth:`run` trains."""
 
     def __init__(self, cfg, args):
-        self.cfg, self.args = cfg, args
+        self.args = args
         self.spec = losses.get_loss(cfg.loss)
         self.lr_steps = parse_lr_steps(cfg.lr_steps)
         if args.seed is not None:
@@ -146,121 +157,115 @@ class Trainer:
             np.random.seed(args.seed)
         self.contexts = get_contexts(args.cpu_contexts)
         self.prefix = run_prefix(cfg)
-        self._prepare_run_folder(cfg, args)
-        self.dataset = open_training_set(cfg)
-        self.kv = mx.kvstore.create(cfg.kvstore)
-        self.batch_size = cfg.per_batch_size * len(self.contexts)
+        prepare_run_folder(self.prefix, cfg.ckpt, args.resume)
+        self.dataset = open_training_set(cfg, self.spec)
+        teacher_dim, source = teacher_source(cfg, self.dataset)
+        resume = self._resume_point() if args.resume else None
+        self.settings = settings = resolve(cfg, self.dataset, teacher_dim, resume)
+        check_teacher_dim(settings, self.spec, source)
+        self.symbol, self.embedding = build_symbols(settings)
+        check_input_size(self.embedding, settings)
+        self.kv = mx.kvstore.create(settings.kvstore)
+        self.batch_size = settings.per_batch_size * len(self.contexts)
         self.train_iter = self._make_iterator()
-        source = f"the soft labels of {self.dataset.rec_path}"
-        if cfg.get("teacher_schedule"):
-            self.train_iter = ScheduledTeacherIter(self.train_iter, cfg.teacher_schedule, self.contexts,
-                                                   self.batch_size, tuple(cfg.image_shape[:2]))
-            cfg.teacher_dim = self.train_iter.teacher_dim
-            source = f"--teacher-schedule {cfg.teacher_schedule}"
-        check_teacher_dim(cfg, self.spec, source)
-        self.symbol, self.embedding = build_symbols(cfg)
-        check_input_size(self.embedding, cfg)
-        self.arg_params, self.aux_params, self.fixed, self.begin_step = initial_params(cfg, args, self.spec)
-        if args.resume or args.pretrained:
-            source = "--resume " + self.prefix if args.resume else f"--pretrained {args.pretrained}"
+        self.begin_step = settings.begin_step
+        self.arg_params, self.aux_params, self.fixed = initial_params(settings, args, self.spec, self.prefix)
+        if resume is not None or args.pretrained:
+            source = "--resume " + self.prefix if resume is not None else f"--pretrained {args.pretrained}"
             check_loaded_shapes(self.symbol, self.train_iter.provide_data, self.train_iter.provide_label,
                                 self.arg_params, self.aux_params, source)
+        self.module = self.schedule = None
 
-    @staticmethod
-    def _prepare_run_folder(cfg, args):
-        """Before any work: the run folder can take checkpoints, holds no leftovers of a killed save,
-        and a new run does not overwrite an earlier run's checkpoints."""
-        prefix = run_prefix(cfg)
-        if cfg.ckpt:
-            check_writable_dir(os.path.dirname(prefix), "--models-root")
-        clear_run_leftovers(prefix)
-        if not args.resume:
-            refuse_overwrite(prefix)
+    def _resume_point(self):
+        point = resume_point(self.prefix)
+        if point is None:
+            raise FaceKDError(f"--resume: no complete checkpoint {self.prefix}-NNNN (.params with its .json "
+                              f"and {os.path.basename(self.prefix)}-symbol.json) to resume from")
+        return point
 
     # ------------------------------------------------------------------ set-up
     def _make_iterator(self):
         from ..data import iterators, triplet
 
-        cfg = self.cfg
+        s = self.settings
+        image_size = tuple(s.image_shape[:2])
         common = dict(part_index=self.kv.rank, num_parts=self.kv.num_workers, seed=self.args.seed)
         if self.spec.iterator == "triplet":
-            self._mining_embedder = None
+            # mines with the student: bound without weights, the trainer hands them over per bag
+            embedder = Embedder(self.embedding, {}, {}, self.contexts, self.batch_size, image_size=image_size)
             return triplet.TripletIter(
-                self.dataset, per_device_batch=cfg.per_batch_size, num_devices=len(self.contexts),
-                images_per_identity=cfg.images_per_identity, bag_size=cfg.triplet_bag_size,
-                alpha=cfg.triplet_alpha, max_ap=cfg.triplet_max_ap, embed_fn=self._embed_for_mining, before_bag=self._refresh_mining,
-                rand_mirror=cfg.data_rand_mirror, decode_threads=self.args.decode_threads, **common)
-        return iterators.FaceImageIter(
-            self.dataset, batch_size=self.batch_size, data_shape=(3,) + tuple(cfg.image_shape[:2]),
-            shuffle=True, rand_mirror=cfg.data_rand_mirror, color_jitter=cfg.data_color,
-            cutoff=cfg.data_cutoff, images_filter=cfg.data_images_filter,
+                self.dataset, embedder, per_device_batch=s.per_batch_size, num_devices=len(self.contexts),
+                images_per_identity=s.images_per_identity, bag_size=s.triplet_bag_size,
+                alpha=s.triplet_alpha, max_ap=s.triplet_max_ap, rand_mirror=s.data_rand_mirror,
+                decode_threads=self.args.decode_threads, **common)
+        face = iterators.FaceImageIter(
+            self.dataset, batch_size=self.batch_size, data_shape=(3,) + image_size,
+            shuffle=True, rand_mirror=s.data_rand_mirror, color_jitter=s.data_color,
+            cutoff=s.data_cutoff, images_filter=s.data_images_filter,
             decode_threads=self.args.decode_threads, **common)
-
-    def _refresh_mining(self):
-        """Before each triplet bag: the mining embedder takes the student's current weights."""
-        if self._mining_embedder is None:
-            self._mining_embedder = Embedder(self.embedding, {}, {}, self.contexts, self.batch_size,
-                                             image_size=tuple(self.cfg.image_shape[:2]))
-        if getattr(self, "module", None) is not None and self.module.params_initialized:
-            self._mining_embedder.set_params(*self.module.get_params())
-
-    def _embed_for_mining(self, images):
-        """The current student's embeddings of a chunk of the bag (inference, bound once)."""
-        return self._mining_embedder.embed(images)
+        if s.get("teacher_schedule"):
+            return ScheduledTeacherIter(face, s.teacher_schedule, self.contexts, self.batch_size, image_size)
+        return face
 
     def _make_module(self):
-        cfg = self.cfg
+        s = self.settings
         module = mx.mod.Module(self.symbol, context=self.contexts, data_names=["data"],
                                label_names=["softmax_label"], fixed_param_names=self.fixed)
         module.bind(data_shapes=self.train_iter.provide_data, label_shapes=self.train_iter.provide_label,
                     for_training=True)
-        module.init_params(initializer=symbols.network_initializer(cfg), arg_params=self.arg_params,
+        module.init_params(initializer=symbols.network_initializer(s), arg_params=self.arg_params,
                            aux_params=self.aux_params, allow_missing=True, allow_extra=True)
         workers = self.kv.num_workers if "dist" in self.kv.type and "sync" in self.kv.type else 1
-        scheduler = StepScheduler(cfg.lr, self.lr_steps, begin_step=self.begin_step)
+        self.schedule = StepScheduler(s.lr, self.lr_steps, begin_step=self.begin_step)
         # The optimizer sets the scheduler's base_lr to learning_rate: pass the base, not the current lr.
-        optimizer.init_sgd(module, self.kv, len(self.contexts), learning_rate=cfg.lr, momentum=cfg.mom,
-                           wd=cfg.wd, rescale_grad=1.0 / (len(self.contexts) * workers),
-                           lr_scheduler=scheduler, begin_num_update=self.begin_step)
+        optimizer.init_sgd(module, self.kv, len(self.contexts), learning_rate=s.lr, momentum=s.mom,
+                           wd=s.wd, rescale_grad=1.0 / (len(self.contexts) * workers),
+                           lr_scheduler=self.schedule, begin_num_update=self.begin_step)
         return module
 
     def _make_verifier(self):
-        cfg = self.cfg
-        paths = verification.find_targets(cfg.dataset_path, cfg.val_targets)
-        image_size = tuple(cfg.image_shape[:2])
+        s = self.settings
+        paths = verification.find_targets(s.dataset_path, s.val_targets)
+        image_size = tuple(s.image_shape[:2])
         targets = [verification.load_target(p, image_size) for p in paths]
-        vbatch = self.args.verification_batch_size or cfg.per_batch_size
+        vbatch = self.args.verification_batch_size or s.per_batch_size
         # Bound without weights: every round copies the module's current ones.
         embedder = Embedder(self.embedding, {}, {}, self.contexts, vbatch * len(self.contexts),
                             image_size=image_size) if targets else None
         exclude = [self.spec.teacher_centres] if self.spec.teacher_centres == "teacher_fc7_weight" else []
-        policy = CheckpointPolicy(cfg.ckpt)
-        policy.restore(cfg.get("resume_meta") or {})
+        policy = CheckpointPolicy(s.ckpt)
+        policy.restore(s.resume_meta)
         return VerifyAndSave(self.prefix, policy, targets, embedder, self.embedding,
                              vbatch * len(self.contexts), exclude_params=exclude,
-                             meta=dict(network=cfg.network, loss=cfg.loss, dataset=cfg.dataset))
+                             meta=dict(network=s.network, loss=s.loss, dataset=s.dataset))
+
+    def _start_epoch(self):
+        """A new epoch; an iterator that runs the student (triplet mining) first gets its weights."""
+        if self.train_iter.needs_weights:
+            self.train_iter.set_weights(*self.module.get_params())
+        self.train_iter.reset()
 
     # ------------------------------------------------------------------ run
     def run(self):
-        cfg = self.cfg
-        log_network_size(self.embedding, cfg)
+        s = self.settings
+        log_network_size(self.embedding, s)
         logging.info("contexts %s, batch %d (%d per device), %d images, %d classes, loss %s",
-                     self.contexts, self.batch_size, cfg.per_batch_size, self.dataset.num_images,
-                     cfg.num_classes, cfg.loss)
+                     self.contexts, self.batch_size, s.per_batch_size, self.dataset.num_images,
+                     s.num_classes, s.loss)
         self.module = self._make_module()
         if self.kv.num_workers > 1:
             logging.info("worker %d of %d (kvstore %s): reading shard %d of the images",
                          self.kv.rank, self.kv.num_workers, self.kv.type, self.kv.rank)
         # Across machines every worker holds the same weights: the first one verifies and saves.
         verifier = self._make_verifier() if self.kv.rank == 0 else None
-        metric = mx.metric.CompositeEvalMetric(self.spec.metrics(cfg))
-        speedometer = mx.callback.Speedometer(self.batch_size, cfg.frequent, auto_reset=True)
-        lr_log = LrBatchEpochLog(self.module._optimizer)
+        metric = mx.metric.CompositeEvalMetric(losses.head_metrics(self.symbol))
+        speedometer = mx.callback.Speedometer(self.batch_size, s.frequent, auto_reset=True)
+        lr_log = LrBatchEpochLog(self.schedule)
         step = self.begin_step
         last_verified = None
         start = time.time()
-        for epoch in range(cfg.end_epoch):
-            self.train_iter.reset()
+        for epoch in range(s.end_epoch):
+            self._start_epoch()
             metric.reset()
             for nbatch, batch in enumerate(self.train_iter):
                 step += 1
@@ -269,15 +274,15 @@ class Trainer:
                 self.module.update_metric(metric, batch.label)
                 speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch, eval_metric=metric,
                                                    locals=None))
-                lr_log(nbatch, epoch)
-                if step % cfg.verbose == 0 and verifier is not None:
+                lr_log(step, nbatch, epoch)
+                if step % s.verbose == 0 and verifier is not None:
                     verifier(step, self.module)
                     last_verified = step
-                if cfg.max_steps and step >= cfg.max_steps:
+                if s.max_steps and step >= s.max_steps:
                     break
-            if cfg.max_steps and step >= cfg.max_steps:
+            if s.max_steps and step >= s.max_steps:
                 break
-        if last_verified != step and cfg.ckpt and verifier is not None:
+        if last_verified != step and s.ckpt and verifier is not None:
             verifier(step, self.module)
         logging.info("finished %d steps in %.1fs", step - self.begin_step, time.time() - start)
         self.final_step = step

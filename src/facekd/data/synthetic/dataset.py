@@ -29,7 +29,7 @@ from ...atomic import check_writable_dir, clear_leftovers
 from ...errors import FaceKDError
 from ..binfile import save_bin
 from ..images import decode
-from ..prepare import MARKER, notice, not_owned_error, write_marker, written_by
+from ..outputs import MARKER, notice, not_owned_error, write_marker, written_by
 from ..recordio import RecordDatasetWriter
 from .image import IMAGE_SIZE, render_encoded
 from .montage import DIFFERENT, SAME, MontageRow, check_png_path, montage, save_png

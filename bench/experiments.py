@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import FaceKDError
+from facekd.atomic import atomic_path
+from facekd.errors import FaceKDError
+from facekd.evaluation.verification import parse_verification_rows
 
 TARGETS = ("synth_easy", "synth_pose", "synth_age")
 CHANCE = 0.5
@@ -52,14 +54,8 @@ class LineCleaner:
 def write_text(path, text):
     """Write ``text`` under a temporary name, then rename it into place."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
     return path
 
 
@@ -98,25 +94,21 @@ class CommandRunner:
         self._say(f"\n$ {shown}\n")
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        tmp = f"{log_path}.tmp{os.getpid()}"
         cleaner, tail = LineCleaner(), collections.deque(maxlen=3)
         raw = hasattr(self.console, "isatty") and self.console.isatty()
         start = time.perf_counter()
         returncode = None
-        try:
-            with open(tmp, "w") as log:
-                log.write(f"$ {shown}\n")
-                proc = subprocess.Popen([sys.executable, "-u", script] + args, cwd=self.root, env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-                try:
-                    returncode = self._pump(proc, log, cleaner, tail, raw)
-                finally:
-                    if proc.poll() is None:
-                        proc.kill()
-                        proc.wait()
-        finally:
-            if os.path.exists(tmp):
-                os.replace(tmp, log_path)  # the full record of the run, also when it failed
+        # the full record of the run, also when it failed
+        with atomic_path(log_path, keep_partial=True) as tmp, open(tmp, "w") as log:
+            log.write(f"$ {shown}\n")
+            proc = subprocess.Popen([sys.executable, "-u", script] + args, cwd=self.root, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            try:
+                returncode = self._pump(proc, log, cleaner, tail, raw)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
         seconds = time.perf_counter() - start
         self.timings.append((label or script, seconds))
         if returncode != 0:
@@ -160,39 +152,6 @@ class Accuracy:
     std: float
 
 
-@dataclass
-class VerificationRow:
-    """One row printed by recognition/eval/verification.py."""
-    model: str
-    target: str
-    xnorm: float
-    acc: float
-    std: float
-
-
-_ROW_PREFIX = "XNorm: "
-
-
-def parse_verification_rows(lines):
-    """Rows ``[target]prefix,epoch<TAB>XNorm: x<TAB>Accuracy-Flip: a+-s<TAB>...`` of verification.py output."""
-    rows = []
-    for line in lines:
-        fields = line.rstrip("\n").split("\t")
-        if len(fields) < 3 or not fields[0].startswith("[") or "]" not in fields[0]:
-            continue
-        if not fields[1].startswith(_ROW_PREFIX) or not fields[2].startswith("Accuracy-Flip: "):
-            continue
-        target, _, model = fields[0][1:].partition("]")
-        acc_text = fields[2][len("Accuracy-Flip: "):]
-        try:
-            acc, std = (float(v) for v in acc_text.split("+-"))
-            xnorm = float(fields[1][len(_ROW_PREFIX):])
-        except ValueError:
-            continue
-        rows.append(VerificationRow(model, target, xnorm, acc, std))
-    return rows
-
-
 def read_verification_log(path, models, targets):
     """{model: {target: Accuracy}} from a verification.py log; every model/target must be there."""
     with open(path, errors="replace") as f:
@@ -224,8 +183,8 @@ def saved_accuracies(log_path, prefix, epoch, targets):
 
     The step of the round that saved it comes from the meta file beside the checkpoint.
     """
-    from .evaluation.plots import read_training_log
-    from .training.checkpoint import read_checkpoint_meta
+    from facekd.evaluation.plots import read_training_log
+    from facekd.training.checkpoint import read_checkpoint_meta
 
     return accuracies_at_step(read_training_log(log_path), read_checkpoint_meta(prefix, epoch)["step"], targets)
 
@@ -234,7 +193,7 @@ def network_size(prefix, mode="conv_fc"):
     """(parameters, FLOPs) of the deployable graph ``<prefix>-symbol.json`` (fc7 excluded)."""
     import mxnet as mx
 
-    from .symbols import flops
+    from facekd.symbols import flops
 
     path = f"{prefix}-symbol.json"
     if not os.path.isfile(path):
@@ -261,7 +220,7 @@ def format_accuracy(a):
 
 def markdown_table(rows, targets):
     """The seed-style table: method, network, loss, params, FLOPs, then Accuracy-Flip (%) per target."""
-    from .symbols.flops import format_flops
+    from facekd.symbols.flops import format_flops
 
     if not rows:
         raise FaceKDError("no results to tabulate")
@@ -285,7 +244,7 @@ def below_chance(rows, targets, margin=0.0):
 
 def plot_accuracy_bars(rows, targets, path, title="verification accuracy"):
     """Grouped bar chart (PNG): one group per target, one bar per result, fold std as error bars."""
-    from .evaluation.plots import _pyplot, _save, check_parent_folder
+    from facekd.evaluation.plots import _pyplot, _save, check_parent_folder
 
     if not rows:
         raise FaceKDError(f"no results to plot into {path}")
