@@ -70,7 +70,7 @@ def _stage_path(out):
     return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.tmp{os.getpid()}")
 
 
-def _check_output(out, overwrite):
+def _check_out_folder(out, overwrite):
     if os.path.exists(out) and not os.path.isdir(out):
         raise FaceKDError(f"--out {out} is a file; give a folder")
     stage = _stage_path(out)
@@ -137,7 +137,7 @@ def generate_synthetic(out, params, workers=1, overwrite=False, montage_path=Non
     params.validate()
     if int(workers) < 1:
         raise FaceKDError(f"--workers must be at least 1; got {workers}")
-    _check_output(out, overwrite)
+    _check_out_folder(out, overwrite)
     if montage_path is not None:
         check_png_path(montage_path)
     start = time.perf_counter()
