@@ -52,9 +52,12 @@ def test_settings_are_fixed_once_computed(tmp_path):
 
     from facekd.training.settings import resolve
 
+    point = SimpleNamespace(meta={"step": 40, "epoch": 2, "position": {"batch": 5}}, params_file="m-resume.params",
+                            states_file="m-resume.states")
     settings = resolve(generate_config("y1", "emore_soft", "margin_distillation"),
-                       SimpleNamespace(num_classes=7, image_size=(112, 112)), 512, (3, {"step": 40}))
-    assert (settings.teacher_dim, settings.begin_step, settings.resume_epoch) == (512, 40, 3)
+                       SimpleNamespace(num_classes=7, image_size=(112, 112)), 512, point)
+    assert (settings.teacher_dim, settings.begin_step, settings.begin_epoch) == (512, 40, 2)
+    assert settings.resume_params == "m-resume.params" and settings.resume_position == {"batch": 5}
     assert settings.get("alpha") is None and settings["Mmax"] == 0.5
     with pytest.raises(TypeError, match="fixed once computed"):
         settings.num_classes = 8

@@ -86,20 +86,36 @@ def load_symbol(prefix):
 
 def load_checkpoint(prefix, epoch):
     """``(symbol, arg_params, aux_params)`` of an MXNet checkpoint, with clear errors."""
-    import mxnet as mx
-
     params_file = params_path(prefix, epoch)
     if os.path.isfile(symbol_path(prefix)) and not os.path.isfile(params_file):
         have = available_epochs(prefix)
         hint = f"available epochs: {', '.join(map(str, have))}" if have else "no params files with this prefix"
         raise FaceKDError(f"checkpoint params {params_file} not found ({hint}); check the epoch")
     symbol = load_symbol(prefix)
+    arg_params, aux_params = load_params(params_file)
+    return symbol, arg_params, aux_params
+
+
+def load_arrays(path, what="params"):
+    """The dict of named NDArrays in an MXNet ``mx.nd.save`` file, with clear errors."""
+    import mxnet as mx
+
+    if not os.path.isfile(path):
+        raise FaceKDError(f"{path}: file not found")
     try:
-        saved = mx.nd.load(params_file)
+        saved = mx.nd.load(path)
     except mx.base.MXNetError as exc:
-        raise FaceKDError(f"{params_file}: not a readable MXNet params file ({mxnet_cause(exc)})") from None
+        raise FaceKDError(f"{path}: not a readable MXNet {what} file ({mxnet_cause(exc)})") from None
+    if saved == []:  # what mx.nd.save writes for an empty dict
+        return {}
     if not isinstance(saved, dict):
-        raise FaceKDError(f"{params_file}: expected a dict of 'arg:NAME'/'aux:NAME' arrays")
+        raise FaceKDError(f"{path}: expected a dict of named arrays, got a list")
+    return saved
+
+
+def load_params(params_file):
+    """(arg_params, aux_params) of a ``.params`` file (keys ``arg:NAME`` / ``aux:NAME``)."""
+    saved = load_arrays(params_file)
     arg_params, aux_params = {}, {}
     for key, value in saved.items():
         kind, _, name = key.partition(":")
@@ -109,4 +125,4 @@ def load_checkpoint(prefix, epoch):
             aux_params[name] = value
         else:
             raise FaceKDError(f"{params_file}: key {key!r} is neither 'arg:NAME' nor 'aux:NAME'")
-    return symbol, arg_params, aux_params
+    return arg_params, aux_params

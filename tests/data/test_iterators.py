@@ -336,3 +336,41 @@ def test_every_label_is_checked_as_the_iterator_reads_it(tmp_path, soft, bad_lab
             with pytest.raises(FaceKDError, match=rf"train\.rec: image record {key}: {message}"):
                 for _ in data:
                     pass
+
+
+def test_restore_continues_an_epoch_with_the_same_batches(hard_dir):
+    """An iterator restored at (epoch, batch) yields what the uninterrupted one yields next,
+    augmentation included, and a position survives JSON (it is saved in the checkpoint meta)."""
+    import json
+
+    def run(it, n):
+        return [(b.data[0].asnumpy(), b.label[0].asnumpy()) for _, b in zip(range(n), it)]
+
+    kwargs = dict(batch_size=2, data_shape=SHAPE, rand_mirror=True, color_jitter=1, seed=3)
+    with FaceImageIter(hard_dir, **kwargs) as whole:
+        whole.reset()
+        epoch0 = run(whole, 6)
+        whole.reset()
+        epoch1 = run(whole, 6)
+    with FaceImageIter(hard_dir, **kwargs) as first:
+        first.reset()
+        run(first, 2)
+        saved = json.loads(json.dumps(first.position(2)))
+        first.reset()
+        saved_next_epoch = json.loads(json.dumps(first.position(0)))
+    with FaceImageIter(hard_dir, **kwargs) as resumed:
+        resumed.restore(0, saved)
+        again = run(resumed, 6)
+        resumed.reset()
+        after = run(resumed, 6)
+    assert len(again) == 4  # the rest of epoch 0
+    for (d, l), (d0, l0) in zip(again + after, epoch0[2:] + epoch1):
+        np.testing.assert_array_equal(d, d0)
+        np.testing.assert_array_equal(l, l0)
+    with FaceImageIter(hard_dir, **kwargs) as other:
+        other.restore(1, saved_next_epoch)
+        np.testing.assert_array_equal(run(other, 1)[0][0], epoch1[0][0])
+        with pytest.raises(FaceKDError, match="batch 99 of an epoch of 6"):
+            other.restore(0, dict(saved, batch=99))
+        with pytest.raises(FaceKDError, match="data position"):
+            other.restore(0, {"rng": "nonsense", "batch": 1})

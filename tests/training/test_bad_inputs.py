@@ -144,7 +144,7 @@ def test_a_new_run_never_overwrites_an_earlier_runs_checkpoints(trained, caplog)
     data, root, prefix = trained
     before = _digest(os.path.dirname(prefix))
     message = _error(_argv(data, root, "--max-steps", "2", "--verbose", "2", "--ckpt", "2"))
-    assert "already holds checkpoints of an earlier run (model-0001)" in message and "--resume" in message
+    assert "already holds checkpoints of an earlier run (model-0001, model-resume)" in message and "--resume" in message
     assert _digest(os.path.dirname(prefix)) == before
 
 
@@ -154,6 +154,8 @@ def test_resume_skips_an_incomplete_set_and_never_overwrites_complete_ones(train
     from model-0001, says why it skipped 0002, and the complete model-0001 is not touched."""
     caplog.set_level("INFO")
     data, root, prefix = trained
+    for ext in (".params", ".states", ".json"):  # only numbered sets: no resume set to prefer
+        os.remove(prefix + "-resume" + ext)
     _, arg_params, aux_params = mx.model.load_checkpoint(prefix, 1)
     mx.nd.save(prefix + "-0002.params", {f"arg:{k}": v * 0 for k, v in arg_params.items()})
     first = open(prefix + "-0001.params", "rb").read()
@@ -171,6 +173,7 @@ def test_resume_skips_an_incomplete_set_and_never_overwrites_complete_ones(train
 def test_resume_without_a_complete_set_fails(trained):
     data, root, prefix = trained
     os.remove(prefix + "-0001.json")
+    os.remove(prefix + "-resume.json")
     message = _error(_argv(data, root, "--max-steps", "4", "--resume"))
     assert message.startswith(f"--resume: no complete checkpoint {prefix}-NNNN")
 

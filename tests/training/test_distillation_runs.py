@@ -57,7 +57,7 @@ def test_a_small_step_along_the_gradient_lowers_the_loss(method, soft_dir, teach
                                  "--lr", "1e-4", "--mom", "0", "--wd", "0"))
     trainer = Trainer(cfg, args)
     module = trainer.module = trainer._make_module()
-    trainer._start_epoch()  # the triplet iterator mines its bag with the module's weights
+    trainer._start_epoch(0, resumed=False)  # the triplet iterator mines its bag with the module's weights
     batch = next(iter(trainer.train_iter))
     frozen = trainer.spec.teacher_centres
     loss0, start, trial = _loss_and_step(module, batch, _objective(trainer))

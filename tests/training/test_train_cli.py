@@ -92,9 +92,10 @@ def test_resume_continues_steps_schedule_and_numbering(synthetic_dir, tmp_path, 
     caplog.clear()
     main(_argv(data, tmp_path, "--max-steps", "4", "--verbose", "2", "--ckpt", "2", "--resume"))
     log = caplog.text
-    assert f"resuming from {prefix}-0001 at step 2" in log
+    assert f"resuming from {prefix}-resume at step 2" in log  # the latest state, with momentum
     assert "lr change to" not in log  # step 2 of --lr-steps passed before the resume: 0.01 throughout
-    assert "Epoch[0] Batch [0-1]" in log and "saving 2" in log and "finished 2 steps" in log
+    # the epoch goes on from its saved position: batches 2 and 3 of epoch 0
+    assert "Epoch[0] Batch [2-3]" in log and "saving 2" in log and "finished 2 steps" in log
     _, second, _ = mx.model.load_checkpoint(prefix, 2)
     assert abs(second["fc7_weight"].asnumpy() - first["fc7_weight"].asnumpy()).max() > 0
 

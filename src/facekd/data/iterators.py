@@ -13,6 +13,7 @@ The last partial batch of an epoch is dropped (as insightface does); every
 image still appears once per epoch up to that remainder, and shuffling moves
 a different remainder out each epoch.
 """
+import copy
 import logging
 import queue
 from concurrent.futures import ThreadPoolExecutor
@@ -101,10 +102,12 @@ class BatchProducer:
     the records (called only from the producer thread; ``names`` label each
     image in errors); images are decoded and augmented in ``pool``; finished
     batches wait in a queue of ``prefetch``. An error in the thread is raised by
-    :meth:`get` once the batches made before it are consumed.
+    :meth:`get` once the batches made before it are consumed. The first ``skip`` batches
+    are passed over (their augmentation draws are made, their images never read): an
+    epoch resumed where it stopped gets the very batches it would have had.
     """
 
-    def __init__(self, fetch, batches, augmenter, data_shape, layout, pool, seed, prefetch=2):
+    def __init__(self, fetch, batches, augmenter, data_shape, layout, pool, seed, prefetch=2, skip=0):
         self.fetch = fetch
         self.batches = batches
         self.augmenter = augmenter
@@ -112,6 +115,7 @@ class BatchProducer:
         self.layout = layout
         self.pool = pool
         self.seed = seed
+        self.skip = int(skip)
         self.queue = queue.Queue(maxsize=max(1, prefetch))
         self.pipe = Pipeline()
         self._done = False
@@ -124,12 +128,14 @@ class BatchProducer:
 
     def _run(self):
         rng = np.random.default_rng(self.seed)
-        for positions in self.batches:
+        for number, positions in enumerate(self.batches):
             if self.pipe.stop.is_set():
                 return
+            seeds = rng.integers(0, 2 ** 63 - 1, size=len(positions))
+            if number < self.skip:
+                continue
             raw, payloads, names = self.fetch(positions)
             data = np.empty((len(positions),) + tuple(self.data_shape), dtype=np.float32)
-            seeds = rng.integers(0, 2 ** 63 - 1, size=len(positions))
             list(self.pool.map(self._image, payloads, seeds, data, names))
             batch = (mx.nd.array(data, dtype=np.float32),
                      mx.nd.array(batch_labels(raw, self.layout), dtype=np.float32))
@@ -188,10 +194,16 @@ class _BatchedIter(mx.io.DataIter):
     def provide_label(self):
         return [mx.io.DataDesc(LABEL_NAME, label_shape(self.batch_size, self.label_layout), np.float32)]
 
-    def _start(self, fetch, batches):
+    def _start(self, fetch, batches, skip=0):
         self._stop()
         self._producer = BatchProducer(fetch, batches, self.augmenter, self.data_shape, self.label_layout,
-                                       self._pool, int(self._rng.integers(0, 2 ** 63 - 1)), self._prefetch)
+                                       self._pool, int(self._rng.integers(0, 2 ** 63 - 1)), self._prefetch,
+                                       skip)
+
+    def position(self, batches_done):
+        """What :meth:`restore` needs to continue this epoch after ``batches_done`` batches, as
+        plain data (JSON); None when the iterator cannot resume mid-epoch."""
+        return None
 
     def record_name(self, key):
         """How errors name an image record."""
@@ -275,10 +287,28 @@ class FaceImageIter(_BatchedIter):
         labels, payloads = self.dataset.read_images(keys)
         return labels, payloads, [self.record_name(k) for k in keys]
 
-    def reset(self):
-        """Start a new epoch: reshuffle (when ``shuffle``) and start prefetching."""
+    def reset(self, skip=0):
+        """Start a new epoch: reshuffle (when ``shuffle``) and start prefetching (from batch ``skip``)."""
         self._stop()
+        self._epoch_rng = copy.deepcopy(self._rng.bit_generator.state)  # where this epoch's draws start
         order = self._rng.permutation(self.keys) if self.shuffle else self.keys
         used = self.batches_per_epoch * self.batch_size
         batches = order[:used].reshape(self.batches_per_epoch, self.batch_size)
-        self._start(self._fetch, batches)
+        self._start(self._fetch, batches, skip)
+
+    def position(self, batches_done):
+        """The shuffle generator's state at the start of this epoch and the batches done."""
+        return {"rng": self._epoch_rng, "batch": int(batches_done)}
+
+    def restore(self, epoch, position):
+        """Continue the epoch of :meth:`position`: same order, same augmentation, next batch."""
+        try:
+            self._rng.bit_generator.state = position["rng"]
+            skip = int(position["batch"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FaceKDError(f"the saved data position is not one of this iterator's ({exc!r}); "
+                              "resume from a checkpoint of the same run") from None
+        if not 0 <= skip <= self.batches_per_epoch:
+            raise FaceKDError(f"the saved data position is batch {skip} of an epoch of "
+                              f"{self.batches_per_epoch}; the dataset or the batch size changed")
+        self.reset(skip)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..registry import Registry
-from .metrics import head_metrics  # noqa: F401 (the metrics of a built head)
+from .metrics import head_metrics, objective_index  # noqa: F401 (read a built head's outputs)
 
 LOSSES = Registry("loss", "--loss")
 

@@ -9,7 +9,7 @@ one number per device instead of a (B x C) probability matrix.
 """
 import mxnet as mx
 
-from .common import MONITOR_PREFIX
+from .common import MONITOR_PREFIX, OBJECTIVE
 
 _OUTPUT_SUFFIX = "_output"
 
@@ -28,6 +28,11 @@ class OutputMean(mx.metric.EvalMetric):
         self.global_sum_metric += value * weight
         self.num_inst += weight
         self.global_num_inst += weight
+
+
+def objective_index(symbol):
+    """Index of the output that is the head's whole objective (``monitor_lossvalue``)."""
+    return symbol.list_outputs().index(MONITOR_PREFIX + OBJECTIVE + _OUTPUT_SUFFIX)
 
 
 def head_metrics(symbol):

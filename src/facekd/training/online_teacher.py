@@ -63,6 +63,15 @@ class ScheduledTeacherIter(mx.io.DataIter):
         self._current = (prefix, number)
         logging.info("template_kd: epoch %d embeds with teacher %s-%04d", epoch, prefix, number)
 
+    def position(self, batches_done):
+        return self.base.position(batches_done)
+
+    def restore(self, epoch, position):
+        """Continue epoch ``epoch`` (its scheduled teacher) where the base iterator stopped."""
+        self.epoch, self._started = epoch, True
+        self._use(epoch)
+        self.base.restore(epoch, position)
+
     def reset(self):
         """Called at the start of every epoch after the first: advance the schedule."""
         if self._started:

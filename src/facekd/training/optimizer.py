@@ -12,6 +12,10 @@ kernels and leaves the rest to MXNet's aggregated path. Both kernels compute
 so the numbers are MXNet's SGD's; lr_mult / wd_mult, the lr scheduler and
 multi-precision (fp16 weights, left to MXNet) behave as in ``sgd``.
 """
+import os
+import pickle
+import tempfile
+
 # Import the class itself: a parameter server unpickles this optimizer while `import mxnet`
 # is still running (see facekd.training.schedule).
 from mxnet.ndarray import sgd_mom_update, sgd_update
@@ -65,3 +69,71 @@ def init_sgd(module, kvstore, num_devices, **optimizer_params):
     local = num_devices == 1 and "dist" not in kvstore.type
     module.init_optimizer(kvstore=None if local else kvstore, optimizer=NAME,
                           optimizer_params=optimizer_params)
+
+
+# ----------------------------------------------------------------------------- optimizer state on disk
+# MXNet keeps SGD's momentum in its updater (on the kvstore when several devices share one) and
+# saves it as a pickle. A checkpoint folder may come from anywhere and a pickle runs code, so the
+# momentum is stored here as a plain NDArray file (``mx.nd.save``) keyed by parameter name; the
+# pickle MXNet's loader wants is made in this process from the checked arrays.
+STATE_PREFIX = "mom:"
+
+
+def _updater_indices(module, num_devices, kvstore):
+    """{parameter name: [updater keys]} as MXNet's Module keys its updates: the position of the
+    name on one device, the name itself when the kvstore updates, one position per device copy
+    when every device updates its own copy (``MXNET_UPDATE_ON_KVSTORE=0``)."""
+    inputs = {d[0] for d in module.data_shapes} | {d[0] for d in (module.label_shapes or [])}
+    names = [n for n in module.symbol.list_arguments() if n not in inputs]
+    local = num_devices == 1 and "dist" not in kvstore.type
+    if local:
+        return {n: [i] for i, n in enumerate(names)}
+    if os.environ.get("MXNET_UPDATE_ON_KVSTORE", "1") == "0":  # one updater per device copy
+        return {n: [i * num_devices + k for k in range(num_devices)] for i, n in enumerate(names)}
+    return {n: [n] for n in names}  # the kvstore updates, its keys are the parameter names
+
+
+def optimizer_state_arrays(module, num_devices, kvstore):
+    """{``mom:<name>``: momentum NDArray} of a Module whose optimizer :func:`init_sgd` set up."""
+    import mxnet as mx
+
+    fd, tmp = tempfile.mkstemp(suffix=".states")
+    os.close(fd)
+    try:
+        module.save_optimizer_states(tmp)
+        with open(tmp, "rb") as f:
+            states = pickle.loads(f.read())  # written by this process a moment ago
+    finally:
+        os.remove(tmp)
+    out = {}
+    for name, indices in _updater_indices(module, num_devices, kvstore).items():
+        state = states.get(indices[0])  # the copies of several devices are equal
+        if state is not None:  # None: no momentum (mom 0), or not updated yet
+            out[STATE_PREFIX + name] = state.as_in_context(mx.cpu())
+    return out
+
+
+def restore_optimizer_states(module, num_devices, kvstore, arrays, source):
+    """Put momentum saved by :func:`optimizer_state_arrays` back; shapes checked against the weights."""
+    from ..errors import FaceKDError
+
+    weights = module.get_params()[0]
+    index_of = _updater_indices(module, num_devices, kvstore)
+    states = {}
+    for key, value in arrays.items():
+        name = key[len(STATE_PREFIX):] if key.startswith(STATE_PREFIX) else None
+        if name not in index_of or name not in weights:
+            raise FaceKDError(f"{source}: {key!r} is not the momentum of a parameter of this run's graph; "
+                              "the state belongs to another network: resume from a matching checkpoint")
+        if tuple(value.shape) != tuple(weights[name].shape):
+            raise FaceKDError(f"{source}: momentum of {name} has shape {tuple(value.shape)}, the weight "
+                              f"has {tuple(weights[name].shape)}; the state belongs to another run")
+        for index in index_of[name]:
+            states[index] = value.copy()
+    fd, tmp = tempfile.mkstemp(suffix=".states")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pickle.dumps(states))  # made here from the checked arrays
+        module.load_optimizer_states(tmp)
+    finally:
+        os.remove(tmp)

@@ -47,15 +47,17 @@ def resolve(cfg, dataset, teacher_dim, resume=None):
     ``cfg``: the merged tables and flags; ``dataset``: the opened training set (its
     ``property`` is the truth for the class count and image size, a table's differing
     ``num_classes`` is reported); ``teacher_dim``: the teacher vectors' dimension (0 for
-    class labels); ``resume``: ``(epoch, meta)`` of the checkpoint to continue, or None.
+    class labels); ``resume``: the ``training.checkpoint.ResumePoint`` to continue, or None.
     """
     declared = cfg.get("num_classes")
     if declared and declared != dataset.num_classes:
         logging.warning("dataset %s: property says %d classes, config table says %d; using %d",
                         cfg.get("dataset_path"), dataset.num_classes, declared, dataset.num_classes)
-    epoch, meta = resume if resume is not None else (None, {})
+    meta = dict(resume.meta) if resume is not None else {}
     values = dict(cfg)
     values.update(num_classes=int(dataset.num_classes), image_shape=tuple(dataset.image_size) + (3,),
-                  teacher_dim=int(teacher_dim), resume_epoch=epoch, resume_meta=dict(meta),
-                  begin_step=int(meta.get("step", 0)))
+                  teacher_dim=int(teacher_dim), resume_meta=meta, begin_step=int(meta.get("step", 0)),
+                  resume_params=resume.params_file if resume is not None else None,
+                  resume_states=resume.states_file if resume is not None else None,
+                  begin_epoch=int(meta.get("epoch", 0)), resume_position=meta.get("position"))
     return Settings(values)

@@ -14,15 +14,16 @@ from ..evaluation import verification
 from ..symbols import flops
 from ..symbols.shapes import infer_shape
 from ..atomic import check_writable_dir
-from ..checkpoints import checkpoint_name, load_checkpoint
+from ..checkpoints import checkpoint_name, load_arrays, load_checkpoint, load_params
 from ..embedder import Embedder
 from . import optimizer
 from .callbacks import CheckpointPolicy, LrBatchEpochLog, VerifyAndSave
-from .checkpoint import clear_run_leftovers, refuse_overwrite, resume_point
+from .checkpoint import RESUME, clear_run_leftovers, refuse_overwrite, resume_point, save_set
 from .contexts import get_contexts
 from .online_teacher import ScheduledTeacherIter, schedule_teacher_dim
 from .schedule import StepScheduler, parse_lr_steps
 from .settings import resolve
+from .signals import StopRequest
 from .teacher_centres import load_teacher_centres
 
 
@@ -88,9 +89,9 @@ def log_network_size(embedding, settings):
 def initial_params(settings, args, spec, prefix):
     """(arg_params, aux_params, fixed names) from --resume / --pretrained and the teacher's centres."""
     arg_params, aux_params, fixed = {}, {}, []
-    if settings.resume_epoch is not None:
-        _, arg_params, aux_params = load_checkpoint(prefix, settings.resume_epoch)
-        logging.info("resuming from %s at step %d", checkpoint_name(prefix, settings.resume_epoch),
+    if settings.resume_params is not None:
+        arg_params, aux_params = load_params(settings.resume_params)
+        logging.info("resuming from %s at step %d", settings.resume_params[:-len(".params")],
                      settings.begin_step)
     elif args.pretrained:
         _, arg_params, aux_params = load_checkpoint(args.pretrained, args.pretrained_epoch)
@@ -117,9 +118,10 @@ def check_input_size(embedding, settings):
                           f"size, {nh}x{nw}, and rebuild the dataset") from None
 
 
-def check_loaded_shapes(symbol, data_shapes, label_shapes, arg_params, aux_params, source):
-    """Weights loaded from ``source`` must have the shapes this run's graph gives them."""
-    shapes = dict(data_shapes + label_shapes)
+def check_loaded_shapes(symbol, data_shapes, label_shapes, arg_params, aux_params, source, devices):
+    """Weights loaded from ``source`` must have the shapes this run's graph gives them (the graph is
+    bound per device: each gets 1/``devices`` of the iterator's batch)."""
+    shapes = {name: (shape[0] // devices,) + tuple(shape[1:]) for name, shape in data_shapes + label_shapes}
     arg_shapes, _, aux_shapes = infer_shape(symbol, **shapes)
     expected = dict(zip(symbol.list_arguments(), arg_shapes))
     expected.update(zip(symbol.list_auxiliary_states(), aux_shapes))
@@ -173,11 +175,14 @@ class Trainer:
         if resume is not None or args.pretrained:
             source = "--resume " + self.prefix if resume is not None else f"--pretrained {args.pretrained}"
             check_loaded_shapes(self.symbol, self.train_iter.provide_data, self.train_iter.provide_label,
-                                self.arg_params, self.aux_params, source)
+                                self.arg_params, self.aux_params, source, len(self.contexts))
         self.module = self.schedule = None
 
     def _resume_point(self):
         point = resume_point(self.prefix)
+        if point is not None and point.states_file is None:
+            logging.info("--resume: %s has no optimizer state: SGD momentum starts from zero and a fresh "
+                         "shuffle starts the epoch", point.stem)
         if point is None:
             raise FaceKDError(f"--resume: no complete checkpoint {self.prefix}-NNNN (.params with its .json "
                               f"and {os.path.basename(self.prefix)}-symbol.json) to resume from")
@@ -239,11 +244,60 @@ class Trainer:
                              vbatch * len(self.contexts), exclude_params=exclude,
                              meta=dict(network=s.network, loss=s.loss, dataset=s.dataset))
 
-    def _start_epoch(self):
-        """A new epoch; an iterator that runs the student (triplet mining) first gets its weights."""
+    def _start_epoch(self, epoch, resumed):
+        """A new epoch; an iterator that runs the student (triplet mining) first gets its weights.
+
+        Returns the batches already done in it: those of the saved data position when the run
+        resumes inside ``epoch``, else 0.
+        """
         if self.train_iter.needs_weights:
             self.train_iter.set_weights(*self.module.get_params())
+        position = self.settings.resume_position if resumed else None
+        if position is not None and self.settings.resume_states is not None:
+            self.train_iter.restore(epoch, position)
+            return int(position["batch"])
         self.train_iter.reset()
+        return 0
+
+    def _restore_optimizer(self):
+        """SGD momentum of the resumed set, when it has it (and the parameter server does not hold it)."""
+        path = self.settings.resume_states
+        if path is None:
+            return
+        if "dist" in self.kv.type:
+            logging.info("--resume: the parameter servers start with fresh optimizer state")
+            return
+        optimizer.restore_optimizer_states(self.module, len(self.contexts), self.kv,
+                                           load_arrays(path, "optimizer state"), path)
+
+    def save_resume_set(self, step, epoch, batches_done, policy):
+        """The run's latest state: weights, momentum, data position; what --resume continues from."""
+        s = self.settings
+        states = None if "dist" in self.kv.type else optimizer.optimizer_state_arrays(
+            self.module, len(self.contexts), self.kv)
+        arg_params, aux_params = self.module.get_params()
+        exclude = {self.spec.teacher_centres} if self.spec.teacher_centres == "teacher_fc7_weight" else set()
+        meta = dict(network=s.network, loss=s.loss, dataset=s.dataset, step=step, epoch=epoch,
+                    position=self.train_iter.position(batches_done), devices=len(self.contexts),
+                    **policy.state())
+        save_set(self.prefix, RESUME, self.embedding, {k: v for k, v in arg_params.items() if k not in exclude},
+                 aux_params, meta, states)
+
+    def _check_finite(self, step, objective):
+        """Stop before the update of a step whose loss is not finite, saying what likely caused it.
+
+        (An update can also overflow with a finite loss; then the next step's loss is not finite,
+        and no checkpoint is written meanwhile: ``checkpoint.check_finite_params``.)"""
+        values = self.module.get_outputs()[objective].asnumpy().ravel()
+        if np.isfinite(values).all():
+            return
+        s = self.settings
+        margins = ", ".join(f"{k} {s[k]:g}" for k in ("loss_s", "loss_m1", "loss_m2", "loss_m3", "Mmax")
+                            if isinstance(s.get(k), (int, float)))
+        raise FaceKDError(f"step {step}: the loss is {', '.join(f'{v:g}' for v in values)} (per device); training "
+                          f"stopped before this step's update, and the checkpoints written so far (all finite) are "
+                          f"kept. Likely causes: --lr {s.lr:g} too high for this network, or a margin too large "
+                          f"for the scale ({margins}); resume with a lower --lr (--resume --lr ...)")
 
     # ------------------------------------------------------------------ run
     def run(self):
@@ -253,37 +307,53 @@ class Trainer:
                      self.contexts, self.batch_size, s.per_batch_size, self.dataset.num_images,
                      s.num_classes, s.loss)
         self.module = self._make_module()
+        self._restore_optimizer()
         if self.kv.num_workers > 1:
             logging.info("worker %d of %d (kvstore %s): reading shard %d of the images",
                          self.kv.rank, self.kv.num_workers, self.kv.type, self.kv.rank)
         # Across machines every worker holds the same weights: the first one verifies and saves.
         verifier = self._make_verifier() if self.kv.rank == 0 else None
+        saves = verifier is not None and s.ckpt != 0
         metric = mx.metric.CompositeEvalMetric(losses.head_metrics(self.symbol))
+        objective = losses.objective_index(self.symbol)
         speedometer = mx.callback.Speedometer(self.batch_size, s.frequent, auto_reset=True)
         lr_log = LrBatchEpochLog(self.schedule)
         step = self.begin_step
         last_verified = None
         start = time.time()
-        for epoch in range(s.end_epoch):
-            self._start_epoch()
-            metric.reset()
-            for nbatch, batch in enumerate(self.train_iter):
-                step += 1
-                self.module.forward_backward(batch)
-                self.module.update()
-                self.module.update_metric(metric, batch.label)
-                speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch, eval_metric=metric,
-                                                   locals=None))
-                lr_log(step, nbatch, epoch)
-                if step % s.verbose == 0 and verifier is not None:
-                    verifier(step, self.module)
-                    last_verified = step
-                if s.max_steps and step >= s.max_steps:
+        epoch, done = s.begin_epoch, 0
+        with StopRequest() as stop:
+            for epoch in range(s.begin_epoch, s.end_epoch):
+                done = self._start_epoch(epoch, resumed=epoch == s.begin_epoch)
+                metric.reset()
+                for nbatch, batch in enumerate(self.train_iter, start=done):
+                    step += 1
+                    self.module.forward_backward(batch)
+                    self.module.update_metric(metric, batch.label)
+                    self._check_finite(step, objective)
+                    self.module.update()
+                    done = nbatch + 1
+                    speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=nbatch, eval_metric=metric,
+                                                       locals=None))
+                    lr_log(step, nbatch, epoch)
+                    if step % s.verbose == 0 and verifier is not None:
+                        verifier(step, self.module)
+                        last_verified = step
+                        if saves:
+                            self.save_resume_set(step, epoch, done, verifier.policy)
+                    if (s.max_steps and step >= s.max_steps) or stop.requested:
+                        break
+                if (s.max_steps and step >= s.max_steps) or stop.requested:
                     break
-            if s.max_steps and step >= s.max_steps:
-                break
-        if last_verified != step and s.ckpt and verifier is not None:
-            verifier(step, self.module)
+            if stop.requested:
+                if saves:
+                    self.save_resume_set(step, epoch, done, verifier.policy)
+                    logging.info("stopped at step %d, resume with --resume", step)
+                else:
+                    logging.info("stopped at step %d; nothing saved (--ckpt 0, or not the first worker)", step)
+            elif last_verified != step and s.ckpt and verifier is not None:
+                verifier(step, self.module)
+                self.save_resume_set(step, epoch, done, verifier.policy)
         logging.info("finished %d steps in %.1fs", step - self.begin_step, time.time() - start)
         self.final_step = step
         return verifier
