@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from facekd.data.iterators import FaceImageIter
-from facekd.data.labels import class_ids, split_soft
+from facekd.data.labels import split_soft
 from facekd.data.recordio import RecordDataset
 from facekd.errors import FaceKDError
 from facekd.embedder import Embedder
