@@ -1,6 +1,6 @@
 """The one place that knows what a label row means.
 
-Label layouts are told apart by their width w (spec/formats.md):
+Label layouts are told apart by their width w (README, 'Data formats'):
 
 * w == 1 (scalar): the class id;
 * w == 2: ``[class, aligned]`` as written by insightface's face2rec2; class = label[0];

@@ -1,4 +1,4 @@
-"""Triplet bags for the triplet distillation losses (FaceNet semi-hard selection, spec/losses.md).
+"""Triplet bags for the triplet distillation losses (FaceNet semi-hard selection).
 
 Per bag: shuffle the classes (grouped by class id, never by the whole label
 vector), take at most ``images_per_identity`` random images of each until the

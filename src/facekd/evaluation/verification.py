@@ -1,4 +1,4 @@
-"""THE pair-verification protocol on ``<target>.bin`` files (insightface, spec/evaluation.md).
+"""THE pair-verification protocol on ``<target>.bin`` files (insightface's protocol).
 
 A target is decoded once into a uint8 (N, H, W, 3) array and kept. Originals and
 their horizontal flips go through the network in the same batches; XNorm is the mean

@@ -1,6 +1,6 @@
 """Symbolic building blocks shared by every loss head.
 
-Conventions (spec/losses.md): every loss is averaged over the device batch.
+Conventions (docs/fidelity.md): every loss is averaged over the device batch.
 A head's outputs are its fixed slots (e.g. the probability matrix) followed by
 its monitors (``acc``, ``lossvalue``, ``cos``), scalars. ``lossvalue`` is the
 whole weighted objective and is the one ``MakeLoss`` of the head: the weights
