@@ -288,7 +288,9 @@ class Trainer:
 
         (An update can also overflow with a finite loss; then the next step's loss is not finite,
         and no checkpoint is written meanwhile: ``checkpoint.check_finite_params``.)"""
-        values = self.module.get_outputs()[objective].asnumpy().ravel()
+        # per device, unmerged: merging would concatenate every output, the (B x C) matrices too
+        values = np.concatenate([out.asnumpy().ravel()
+                                 for out in self.module.get_outputs(merge_multi_context=False)[objective]])
         if np.isfinite(values).all():
             return
         s = self.settings
