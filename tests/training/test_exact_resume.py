@@ -62,6 +62,13 @@ def test_interrupted_and_resumed_equals_uninterrupted(data, tmp_path, contexts, 
             np.testing.assert_allclose(parts[key], whole[key], rtol=1e-4, atol=1e-5, err_msg=key)
     states = mx.nd.load(os.path.join(tmp_path / "parts", "y1-arcface-synthetic", "model-resume.states"))
     assert "mom:fc7_weight" in states and np.abs(states["mom:fc7_weight"].asnumpy()).max() > 0
+    # resuming a run that already reached --max-steps trains nothing and rewrites nothing
+    folder = os.path.join(tmp_path / "parts", "y1-arcface-synthetic")
+    before = {name: open(os.path.join(folder, name), "rb").read() for name in os.listdir(folder)}
+    caplog.clear()
+    main(_argv(data, tmp_path / "parts", "--max-steps", "24", "--resume", *flags))
+    assert "step 24 already reaches --max-steps 24" in caplog.text and "finished 0 steps" in caplog.text
+    assert {name: open(os.path.join(folder, name), "rb").read() for name in os.listdir(folder)} == before
 
 
 @pytest.mark.slow

@@ -324,8 +324,11 @@ class Trainer:
         last_verified = None
         start = time.time()
         epoch, done = s.begin_epoch, 0
+        finished = bool(s.max_steps and step >= s.max_steps)
+        if finished:
+            logging.info("step %d already reaches --max-steps %d: nothing to train", step, s.max_steps)
         with StopRequest() as stop:
-            for epoch in range(s.begin_epoch, s.end_epoch):
+            for epoch in range(s.begin_epoch, s.begin_epoch if finished else s.end_epoch):
                 done = self._start_epoch(epoch, resumed=epoch == s.begin_epoch)
                 metric.reset()
                 for nbatch, batch in enumerate(self.train_iter, start=done):
@@ -353,7 +356,7 @@ class Trainer:
                     logging.info("stopped at step %d, resume with --resume", step)
                 else:
                     logging.info("stopped at step %d; nothing saved (--ckpt 0, or not the first worker)", step)
-            elif last_verified != step and s.ckpt and verifier is not None:
+            elif last_verified != step and step > self.begin_step and s.ckpt and verifier is not None:
                 verifier(step, self.module)
                 self.save_resume_set(step, epoch, done, verifier.policy)
         logging.info("finished %d steps in %.1fs", step - self.begin_step, time.time() - start)
