@@ -2,7 +2,7 @@
 import logging
 
 from ..evaluation import verification
-from .checkpoint import save_checkpoint
+from .checkpoint import save_checkpoint, settled_params
 
 
 class LrBatchEpochLog:
@@ -86,7 +86,7 @@ class VerifyAndSave:
                          "and the checkpoint policy saves on it")
 
     def __call__(self, step, module):
-        arg_params, aux_params = module.get_params()
+        arg_params, aux_params = settled_params(module)
         accuracies = []
         record = {}
         if self.targets:

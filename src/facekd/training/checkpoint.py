@@ -131,6 +131,19 @@ def read_checkpoint_meta(prefix, number):
     return meta
 
 
+
+def settled_params(module):
+    """``module.get_params()`` once every queued operation has run.
+
+    MXNet 1.9's oneDNN BatchNorm updates the moving mean and variance in its *backward*
+    pass without declaring them as outputs of it, so the engine may copy them out before
+    the last backward wrote them: identically seeded runs then saved different BatchNorm
+    statistics (their weights were bit-identical). Waiting for the engine first makes
+    the copies what the steps computed (docs/decisions.md).
+    """
+    mx.nd.waitall()
+    return module.get_params()
+
 @dataclass
 class ResumePoint:
     """A complete checkpoint set to continue from."""

@@ -56,19 +56,46 @@ class FaceSGD(SGD):
             sgd_update(weight, grad, out=weight, **kwargs)
 
 
+def updates_on_kvstore(kvstore, num_devices):
+    """Whether SGD runs inside the kvstore (one updater that all devices share) or in this process.
+
+    * one device, no parameter server: the Module updates its weights in place, without a
+      copy of every weight and gradient through the store each step (Module's own rule for
+      a kvstore given by name; the trainer holds a KVStore object for rank and worker count);
+    * ``dist_*``: every worker applies the update itself to the summed gradient, and the
+      servers only sum. The momentum then lives in each worker (the same in all of them,
+      as the summed gradient is), so worker 0 saves it with its checkpoint and every worker
+      restores it on ``--resume``; with the update on the servers it could not be read;
+    * several devices of one machine: on the kvstore, unless ``MXNET_UPDATE_ON_KVSTORE=0``.
+    """
+    if "dist" in kvstore.type or num_devices == 1:
+        return False
+    return os.environ.get("MXNET_UPDATE_ON_KVSTORE", "1") != "0"
+
+
 def init_sgd(module, kvstore, num_devices, **optimizer_params):
     """``module.init_optimizer`` with :class:`FaceSGD`, as the trainer and the benchmarks set it up.
 
-    ``num_devices``: the contexts the Module is bound on.
-
-    The kvstore is used where it has work to do, several devices or machines: with one
-    device and no parameter server the Module updates its weights in place, without a
-    copy of every weight and gradient through the store each step (Module's own rule for
-    a kvstore given by name; the trainer holds a KVStore object for rank and worker count).
+    ``num_devices``: the contexts the Module is bound on. Where the update runs:
+    :func:`updates_on_kvstore`. Under a parameter server every worker then starts from
+    worker 0's weights (pulled from the servers), whatever its own initialisation drew.
     """
     local = num_devices == 1 and "dist" not in kvstore.type
-    module.init_optimizer(kvstore=None if local else kvstore, optimizer=NAME,
-                          optimizer_params=optimizer_params)
+    saved = os.environ.get("MXNET_UPDATE_ON_KVSTORE")
+    os.environ["MXNET_UPDATE_ON_KVSTORE"] = "1" if updates_on_kvstore(kvstore, num_devices) else "0"
+    try:  # Module reads the variable while it sets up the kvstore
+        module.init_optimizer(kvstore=None if local else kvstore, optimizer=NAME,
+                              optimizer_params=optimizer_params)
+    finally:
+        if saved is None:
+            del os.environ["MXNET_UPDATE_ON_KVSTORE"]
+        else:
+            os.environ["MXNET_UPDATE_ON_KVSTORE"] = saved
+    if "dist" in kvstore.type:
+        arg_params, aux_params = module.get_params()
+        for name in _parameter_names(module):  # the keys Module initialised in the kvstore
+            kvstore.pull(name, out=arg_params[name])
+        module.set_params(arg_params, aux_params)
 
 
 # ----------------------------------------------------------------------------- optimizer state on disk
@@ -79,18 +106,19 @@ def init_sgd(module, kvstore, num_devices, **optimizer_params):
 STATE_PREFIX = "mom:"
 
 
-def _updater_indices(module, num_devices, kvstore):
-    """{parameter name: [updater keys]} as MXNet's Module keys its updates: the position of the
-    name on one device, the name itself when the kvstore updates, one position per device copy
-    when every device updates its own copy (``MXNET_UPDATE_ON_KVSTORE=0``)."""
+def _parameter_names(module):
+    """The graph's arguments that are not inputs, in Module's order."""
     inputs = {d[0] for d in module.data_shapes} | {d[0] for d in (module.label_shapes or [])}
-    names = [n for n in module.symbol.list_arguments() if n not in inputs]
-    local = num_devices == 1 and "dist" not in kvstore.type
-    if local:
-        return {n: [i] for i, n in enumerate(names)}
-    if os.environ.get("MXNET_UPDATE_ON_KVSTORE", "1") == "0":  # one updater per device copy
-        return {n: [i * num_devices + k for k in range(num_devices)] for i, n in enumerate(names)}
-    return {n: [n] for n in names}  # the kvstore updates, its keys are the parameter names
+    return [n for n in module.symbol.list_arguments() if n not in inputs]
+
+
+def _updater_indices(module, num_devices, kvstore):
+    """{parameter name: [updater keys]} as MXNet's Module keys its updates: the parameter name
+    when the kvstore updates, else one key per device copy (position * devices + device)."""
+    names = _parameter_names(module)
+    if updates_on_kvstore(kvstore, num_devices):
+        return {n: [n] for n in names}
+    return {n: [i * num_devices + k for k in range(num_devices)] for i, n in enumerate(names)}
 
 
 def optimizer_state_arrays(module, num_devices, kvstore):

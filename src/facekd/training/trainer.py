@@ -16,9 +16,9 @@ from ..symbols.shapes import infer_shape
 from ..atomic import check_writable_dir
 from ..checkpoints import checkpoint_name, load_arrays, load_checkpoint, load_params
 from ..embedder import Embedder
-from . import optimizer
+from . import cluster_watch, optimizer
 from .callbacks import CheckpointPolicy, LrBatchEpochLog, VerifyAndSave
-from .checkpoint import RESUME, clear_run_leftovers, refuse_overwrite, resume_point, save_set
+from .checkpoint import RESUME, clear_run_leftovers, refuse_overwrite, resume_point, save_set, settled_params
 from .contexts import get_contexts
 from .online_teacher import ScheduledTeacherIter, schedule_teacher_dim
 from .schedule import StepScheduler, parse_lr_steps
@@ -168,6 +168,7 @@ class Trainer:
         self.symbol, self.embedding = build_symbols(settings)
         check_input_size(self.embedding, settings)
         self.kv = mx.kvstore.create(settings.kvstore)
+        self.watch = cluster_watch.watch_worker(self.kv)  # a lost machine stops the job, no hang
         self.batch_size = settings.per_batch_size * len(self.contexts)
         self.train_iter = self._make_iterator()
         self.begin_step = settings.begin_step
@@ -251,7 +252,7 @@ class Trainer:
         resumes inside ``epoch``, else 0.
         """
         if self.train_iter.needs_weights:
-            self.train_iter.set_weights(*self.module.get_params())
+            self.train_iter.set_weights(*settled_params(self.module))
         position = self.settings.resume_position if resumed else None
         if position is not None and self.settings.resume_states is not None:
             self.train_iter.restore(epoch, position)
@@ -260,12 +261,9 @@ class Trainer:
         return 0
 
     def _restore_optimizer(self):
-        """SGD momentum of the resumed set, when it has it (and the parameter server does not hold it)."""
+        """SGD momentum of the resumed set, when it has it (every worker of a parameter-server job reads it)."""
         path = self.settings.resume_states
         if path is None:
-            return
-        if "dist" in self.kv.type:
-            logging.info("--resume: the parameter servers start with fresh optimizer state")
             return
         optimizer.restore_optimizer_states(self.module, len(self.contexts), self.kv,
                                            load_arrays(path, "optimizer state"), path)
@@ -273,9 +271,8 @@ class Trainer:
     def save_resume_set(self, step, epoch, batches_done, policy):
         """The run's latest state: weights, momentum, data position; what --resume continues from."""
         s = self.settings
-        states = None if "dist" in self.kv.type else optimizer.optimizer_state_arrays(
-            self.module, len(self.contexts), self.kv)
-        arg_params, aux_params = self.module.get_params()
+        states = optimizer.optimizer_state_arrays(self.module, len(self.contexts), self.kv)
+        arg_params, aux_params = settled_params(self.module)
         exclude = {self.spec.teacher_centres} if self.spec.teacher_centres == "teacher_fc7_weight" else set()
         meta = dict(network=s.network, loss=s.loss, dataset=s.dataset, step=step, epoch=epoch,
                     position=self.train_iter.position(batches_done), devices=len(self.contexts),
@@ -361,6 +358,8 @@ class Trainer:
                 self.save_resume_set(step, epoch, done, verifier.policy)
         logging.info("finished %d steps in %.1fs", step - self.begin_step, time.time() - start)
         self.final_step = step
+        if self.watch is not None:
+            self.watch.finish()
         return verifier
 
 
