@@ -1,13 +1,18 @@
 """MegaFace-style identification: probe identities against one gallery image plus distractors.
 
-For every probe identity and every ordered pair (gallery image g, probe image p) of its
-images, g is placed among the first n distractors and p is searched: rank-1 when p is
-closer (cosine) to g than to every distractor. Verification: genuine pairs are the
-same-identity probe pairs, impostors every probe image against every distractor; TAR is
-taken at FAR = 1e-6. Both are reported as n grows (10, 100, ...).
+Features (as insightface's ``gen_megaface.py``): each image and its horizontal flip go
+through the network, the two raw ``fc1`` outputs are summed and the sum L2-normalised;
+with several networks the normalised vectors are concatenated and normalised again.
+The same float32 vectors are written as devkit feature files (``devkit_matrix.py``) and
+scored here.
 
-Features can be written in the MegaFace devkit's ``.bin`` format: int32 rows, cols,
-bytes per element (4), OpenCV type (5 = CV_32F), then rows*cols float32.
+Protocol (the devkit's): for every probe identity and every ordered pair (gallery image g,
+probe image p) of its images, g is placed among the first n distractors and p is searched:
+rank-1 when p is closer (cosine, equivalently L2 between unit vectors) to g than to every
+distractor. Verification: genuine pairs are the same-identity probe pairs, impostors every
+probe image against every distractor; TAR at FAR = 1e-6 is the TPR of the ROC point with
+the largest FPR not above 1e-6. Both are reported as n grows (10, 100, ...).
+docs/evaluation.md gives every step with its source.
 """
 import os
 from dataclasses import dataclass
@@ -16,10 +21,10 @@ import numpy as np
 
 from ..errors import FaceKDError
 from ..vectors import normalize_rows
-from ..atomic import atomic_path
+from .devkit_matrix import vector_bytes
 
-CV_32F = 5
 MEGAFACE_FAR = 1e-6
+TOOL = "identification.py"
 
 
 @dataclass
@@ -30,27 +35,32 @@ class IdentificationRow:
     far: float
 
 
-# ----------------------------------------------------------------------------- feature files
+# ----------------------------------------------------------------------------- features
 
-def write_feature(path, vector):
-    """One MegaFace feature file (rows = d, cols = 1), written atomically."""
-    vec = np.asarray(vector, dtype=np.float32).reshape(-1)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(np.array([vec.size, 1, 4, CV_32F], dtype="<i4").tobytes())
-        f.write(vec.astype("<f4").tobytes())
+def megaface_features(raw):
+    """Devkit features (N, D) float32 from ``[(orig, flip), ...]``, one raw (N, d_i) pair per network.
+
+    Per network: ``normalise(orig + flip)`` (float64); the networks' vectors concatenated and
+    normalised again.
+    """
+    if not raw:
+        raise FaceKDError("no network given (--model)")
+    parts = []
+    for orig, flip in raw:
+        orig = np.asarray(orig, dtype=np.float64)
+        flip = np.asarray(flip, dtype=np.float64)
+        if orig.shape != flip.shape:
+            raise FaceKDError(f"flipped embeddings {flip.shape} do not match the originals {orig.shape}")
+        parts.append(normalize_rows(orig + flip))
+    return normalize_rows(np.concatenate(parts, axis=1)).astype(np.float32)
 
 
-def read_feature(path):
-    """The float32 vector (rows*cols) of a MegaFace feature file."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if len(data) < 16:
-        raise FaceKDError(f"{path}: {len(data)} bytes, too short for a MegaFace feature header")
-    rows, cols, size, kind = np.frombuffer(data[:16], dtype="<i4")
-    if size != 4 or kind != CV_32F or rows < 0 or cols < 0 or len(data) != 16 + 4 * rows * cols:
-        raise FaceKDError(f"{path}: header rows={rows} cols={cols} size={size} type={kind} does not "
-                          f"describe a float32 (type 5) matrix of {(len(data) - 16) // 4} values")
-    return np.frombuffer(data[16:], dtype="<f4").astype(np.float32)
+def check_algo(algo):
+    """``--algo`` becomes part of every file name: a non-empty name without path separators."""
+    if not algo or os.sep in algo or (os.altsep and os.altsep in algo) or algo in (".", ".."):
+        raise FaceKDError(f"--algo {algo!r}: the algorithm name goes into every feature file name "
+                          f"(<image>_<algo>.bin); give a plain name such as y1md")
+    return algo
 
 
 def feature_path(out_dir, image_name, algo):
@@ -58,15 +68,19 @@ def feature_path(out_dir, image_name, algo):
     return os.path.join(out_dir, f"{image_name}_{algo}.bin")
 
 
-def write_features(out_dir, image_names, features, algo):
-    """Write one feature file per image; returns the paths."""
+def write_features(out_dir, image_names, features, algo, progress=None):
+    """One devkit feature file per image under ``out_dir`` (a staging folder); returns the paths."""
+    from tqdm import tqdm
+
     if len(image_names) != len(features):
         raise FaceKDError(f"{len(image_names)} image names for {len(features)} features")
     paths = []
-    for name, vec in zip(image_names, features):
+    for name, vec in tqdm(zip(image_names, features), total=len(image_names), desc=progress or "write",
+                          unit="file", disable=not progress or len(image_names) < 2000):
         path = feature_path(out_dir, name, algo)
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        write_feature(path, vec)
+        with open(path, "wb") as f:
+            f.write(vector_bytes(vec))
         paths.append(path)
     return paths
 
@@ -108,7 +122,7 @@ def megaface_identification(probe_feats, probe_labels, distractor_feats, sizes=N
     sizes = sorted(set(sizes or distractor_sizes(len(distractors))))
     if sizes[0] < 1 or sizes[-1] > len(distractors):
         raise FaceKDError(f"distractor counts {sizes} must lie in 1..{len(distractors)}")
-    # Genuine similarities: every same-identity pair, with its probe-side index.
+    # Genuine similarities: every same-identity ordered pair, with its probe-side index.
     classes, inverse = np.unique(labels, return_inverse=True)
     members = [np.flatnonzero(inverse == c) for c in range(len(classes))]
     members = [m for m in members if len(m) >= 2]
@@ -145,6 +159,7 @@ def megaface_identification(probe_feats, probe_labels, distractor_feats, sizes=N
             bar.update(stop - done)
             done = stop
         rank1 = float((genuine > best[slot[gen_probe]]).mean())
+        # at most k impostors may score above the threshold: FAR = k / impostors <= far
         k = int(np.floor(far * len(used) * n + 1e-9))
         threshold = _kth_largest(top, k)
         # unordered genuine pairs: each appears twice above with the same score, so the rate is unchanged
@@ -189,38 +204,71 @@ def probe_identities(folder):
     return names, np.unique(identities, return_inverse=True)[1]
 
 
-def embed_folder(embedder, folder, names, progress=None):
-    """Raw embeddings, original + flip summed, of the (aligned) images of a folder."""
+def _check_embedders(embedders):
+    if not embedders:
+        raise FaceKDError("no network given (--model)")
+    sizes = {tuple(e.image_size) for e in embedders}
+    if len(sizes) > 1:
+        raise FaceKDError(f"the --model networks take different input sizes {sorted(sizes)}; "
+                          f"features of one image are concatenated, so give networks of one input size")
+    return embedders
+
+
+def embed_folder(embedders, folder, names, progress=None):
+    """Devkit features (N, D) float32 of the (aligned) images of a folder, see :func:`megaface_features`."""
+    from tqdm import tqdm
+
     from ..data.images import decode
     from .verification import embed_with_flip, fit_image
 
-    chunk = max(1, embedder.batch_size // 2) * 8
-    out = np.empty((len(names), embedder.emb_size), dtype=np.float32)
-    from tqdm import tqdm
-
+    embedders = _check_embedders(list(embedders))
+    size = tuple(embedders[0].image_size)
+    chunk = max(1, min(e.batch_size for e in embedders) // 2) * 8
+    width = sum(e.emb_size for e in embedders)
+    out = np.empty((len(names), width), dtype=np.float32)
     for start in tqdm(range(0, len(names), chunk), desc=progress or "embed", unit="chunk",
                       disable=not progress):
         part = names[start:start + chunk]
-        images = np.empty((len(part),) + tuple(embedder.image_size) + (3,), dtype=np.uint8)
+        images = np.empty((len(part),) + size + (3,), dtype=np.uint8)
         for k, name in enumerate(part):
             path = os.path.join(folder, name)
             with open(path, "rb") as f:
-                images[k] = fit_image(decode(f.read(), path), embedder.image_size, path)
-        orig, flip = embed_with_flip(embedder, images)
-        out[start:start + len(part)] = orig + flip
+                images[k] = fit_image(decode(f.read(), path), size, path)
+        out[start:start + len(part)] = megaface_features([embed_with_flip(e, images) for e in embedders])
     return out
 
 
-def identify_folders(embedder, probe_dir, distractor_dir, sizes=None, far=MEGAFACE_FAR, feature_out="",
-                     algo="facekd"):
+def check_feature_out(feature_out, overwrite, probe_dir, distractor_dir):
+    """Before any work: ``--feature-out`` apart from the inputs, new (or ours with ``--overwrite``), writable."""
+    from ..data.outputs import check_output_folder, check_separate
+
+    check_separate(probe_dir, "--probe", feature_out, "--feature-out")
+    check_separate(distractor_dir, "--distractors", feature_out, "--feature-out")
+    check_output_folder(feature_out, overwrite, TOOL, "--feature-out")
+
+
+def identify_folders(embedders, probe_dir, distractor_dir, sizes=None, far=MEGAFACE_FAR, feature_out="",
+                     algo="facekd", overwrite=False):
     """Embed a probe folder (``<identity>/<image>``) and a distractor folder, optionally write the
-    MegaFace feature files (``<feature_out>/probe/...``, ``<feature_out>/distractors/...``), and
-    return the identification rows."""
+    devkit feature files (``<feature_out>/probe/...``, ``<feature_out>/distractors/...``, the
+    folder appearing only when complete), and return the identification rows."""
+    from ..data.outputs import staged_output
+
+    if not 0 < far < 1:
+        raise FaceKDError(f"--far must lie in (0, 1), got {far}")
+    if feature_out:
+        check_algo(algo)
+        check_feature_out(feature_out, overwrite, probe_dir, distractor_dir)
     probe_names, probe_labels = probe_identities(probe_dir)
     distractor_names = list_images(distractor_dir, "--distractors")
-    probe_feats = embed_folder(embedder, probe_dir, probe_names, "embed probes")
-    distractor_feats = embed_folder(embedder, distractor_dir, distractor_names, "embed distractors")
+    if sizes and (min(sizes) < 1 or max(sizes) > len(distractor_names)):
+        raise FaceKDError(f"--sizes {','.join(map(str, sizes))}: distractor counts must lie in "
+                          f"1..{len(distractor_names)} (the images in --distractors {distractor_dir})")
+    probe_feats = embed_folder(embedders, probe_dir, probe_names, "embed probes")
+    distractor_feats = embed_folder(embedders, distractor_dir, distractor_names, "embed distractors")
     if feature_out:
-        write_features(os.path.join(feature_out, "probe"), probe_names, probe_feats, algo)
-        write_features(os.path.join(feature_out, "distractors"), distractor_names, distractor_feats, algo)
+        with staged_output(feature_out, overwrite, "--feature-out", TOOL, "megaface features") as staged:
+            write_features(os.path.join(staged, "probe"), probe_names, probe_feats, algo, "write probes")
+            write_features(os.path.join(staged, "distractors"), distractor_names, distractor_feats, algo,
+                           "write distractors")
     return megaface_identification(probe_feats, probe_labels, distractor_feats, sizes, far, progress=True)

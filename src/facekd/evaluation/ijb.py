@@ -5,12 +5,17 @@ Meta files (insightface's layout, ``<data_dir>/meta`` or ``<data_dir>`` itself; 
 * ``<name>_face_tid_mid.txt``        image, template id, media id
 * ``<name>_name_5pts_score.txt``     image, 10 landmark values (x1 y1 ... x5 y5), detector score
 * ``<name>_template_pair_label.txt`` template, template, 0/1
-* optional 1:N: ``<name>_1N_gallery_G1.csv``, ``<name>_1N_gallery_G2.csv``, ``<name>_1N_probe_mixed.csv``
-  (header line, then TEMPLATE_ID, SUBJECT_ID, ...)
+* optional 1:N: the gallery lists ``<name>_1N_gallery_G1.csv`` and ``_G2.csv`` (IJB-C; IJB-B's
+  are ``_S1.csv`` and ``_S2.csv``) and ``<name>_1N_probe_mixed.csv`` (header line, then
+  TEMPLATE_ID, SUBJECT_ID, ...)
 
-Loose crops live in ``<data_dir>/loose_crop``. Each face is aligned to the 112x112 template,
-embedded original + flip (summed), multiplied by its detector score, averaged per media,
-summed per template and L2-normalised; a pair's score is the cosine of its templates.
+Loose crops live in ``<data_dir>/loose_crop``. The steps follow insightface's
+``recognition/_evaluation_/ijb/ijb_11.py`` (docs/evaluation.md names each one): every face is
+aligned to the 112x112 template and embedded, original and flip; the image feature is the
+flip sum (``use_flip_test``), kept at its norm (``use_norm_score``) or normalised, times the
+detector score (``use_detector_score``); features are averaged per media, the media summed per
+template and the sum L2-normalised; a pair's score is the cosine of its templates. TAR at a
+FAR is the TPR of the point of scikit-learn's ROC nearest to that FAR. 1:N: ``ijb_search.py``.
 """
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -20,12 +25,25 @@ import numpy as np
 
 from ..errors import FaceKDError
 from ..vectors import normalize_rows
+from .ijb_search import DEFAULT_PROTOCOL_1N, FPIRS, PROTOCOLS_1N, RANKS, lookup
 from .verification import embed_with_flip
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-FPIRS = (0.01, 0.1)
-RANKS = (1, 5, 10)
-GALLERIES = ("G1", "G2")
+GALLERY_LISTS = {"ijbb": ("S1", "S2")}   # the 1:N gallery list names of a target ...
+DEFAULT_GALLERY_LISTS = ("G1", "G2")     # ... and of every other (IJB-C's)
+
+
+@dataclass(frozen=True)
+class FeatureOptions:
+    """insightface's three switches of ijb_11.py / ijb_1n.py, with their defaults (all on)."""
+    use_flip_test: bool = True        # image feature = original + flip (else the original alone)
+    use_norm_score: bool = True       # keep the feature's norm (else normalise each image feature)
+    use_detector_score: bool = True   # multiply each image feature by its detector score
+
+    @property
+    def mode(self):
+        """insightface's TestMode letters: N, D, F with 1 for on (N1 = norm kept, as in ijb_11.py)."""
+        return f"N{self.use_norm_score:d}D{self.use_detector_score:d}F{self.use_flip_test:d}"
 
 
 @dataclass
@@ -47,18 +65,11 @@ class IJBMeta:
 class IJBResult:
     fars: tuple
     tars: np.ndarray        # TAR at each FAR
-    fpr: np.ndarray         # full ROC
+    fpr: np.ndarray         # the ROC the TARs are read from (scikit-learn's, as insightface plots it)
     tpr: np.ndarray
-    identification: dict    # gallery name -> IdentificationResult
+    identification: list    # SearchResult rows of the 1:N protocol (empty without 1:N lists)
     scores: np.ndarray = None  # cosine score of each template pair, in the order of the pair list
-
-
-@dataclass
-class IdentificationResult:
-    ranks: dict             # rank -> identification rate of the mated probes
-    tpir: dict              # FPIR -> TPIR (rank 1)
-    mated: int
-    nonmated: int
+    options: FeatureOptions = FeatureOptions()
 
 
 # ----------------------------------------------------------------------------- meta files
@@ -95,15 +106,29 @@ def _numbers(path, rows, cols, kind):
         raise
 
 
+def gallery_names(target, meta_dir):
+    """The 1:N gallery list names of ``target``: S1, S2 for IJB-B, G1, G2 otherwise; the other
+    naming when none of the expected files is present."""
+    name = target.lower()
+    preferred = GALLERY_LISTS.get(name, DEFAULT_GALLERY_LISTS)
+    other = DEFAULT_GALLERY_LISTS if preferred != DEFAULT_GALLERY_LISTS else GALLERY_LISTS["ijbb"]
+
+    def present(names):
+        return any(os.path.isfile(os.path.join(meta_dir, f"{name}_1N_gallery_{g}.csv")) for g in names)
+
+    return preferred if present(preferred) or not present(other) else other
+
+
 def meta_paths(data_dir, target):
-    """{kind: path} of the meta files of ``target`` (IJBB/IJBC) under ``data_dir``."""
+    """{kind: path} of the meta files of ``target`` (IJBB/IJBC) under ``data_dir``; galleries as
+    ``1N_gallery_<name>.csv`` in their order."""
     name = target.lower()
     meta_dir = os.path.join(data_dir, "meta")
     if not os.path.isdir(meta_dir):
         meta_dir = data_dir
-    return {kind: os.path.join(meta_dir, f"{name}_{kind}") for kind in (
-        "face_tid_mid.txt", "name_5pts_score.txt", "template_pair_label.txt",
-        "1N_gallery_G1.csv", "1N_gallery_G2.csv", "1N_probe_mixed.csv")}
+    kinds = ["face_tid_mid.txt", "name_5pts_score.txt", "template_pair_label.txt", "1N_probe_mixed.csv"]
+    kinds += [f"1N_gallery_{g}.csv" for g in gallery_names(target, meta_dir)]
+    return {kind: os.path.join(meta_dir, f"{name}_{kind}") for kind in kinds}
 
 
 def _subject_list(path):
@@ -142,10 +167,9 @@ def read_ijb_meta(data_dir, target):
     if unknown.size:
         raise FaceKDError(f"{p_pair}: template {unknown[0]} (and {unknown.size - 1} more) not in {p_tid}")
     galleries = {}
-    for g in GALLERIES:
-        path = paths[f"1N_gallery_{g}.csv"]
-        if os.path.isfile(path):
-            galleries[g] = _subject_list(path)
+    for kind, path in paths.items():
+        if kind.startswith("1N_gallery_") and os.path.isfile(path):
+            galleries[kind[len("1N_gallery_"):-len(".csv")]] = _subject_list(path)
     probes = _subject_list(paths["1N_probe_mixed.csv"]) if galleries and os.path.isfile(
         paths["1N_probe_mixed.csv"]) else None
     for label, (tids, _) in list(galleries.items()) + ([("probe", probes)] if probes else []):
@@ -176,15 +200,16 @@ def load_aligned(image_dir, names, landmarks):
     return out
 
 
-def embed_faces(embedder, meta, progress=True):
-    """(N, d) float32: embedding of each aligned face, original + flip summed."""
+def embed_faces(embedder, meta, flip=True, progress=True):
+    """Raw ``fc1`` outputs (orig, flip) (N, d) float32 of the aligned faces; flip is None when not asked."""
     from tqdm import tqdm
 
     if tuple(embedder.image_size) != (112, 112):
         raise FaceKDError(f"IJB faces are aligned to 112x112; the model takes {embedder.image_size}")
     n = len(meta.images)
     chunk = max(1, embedder.batch_size // 2) * 8
-    feats = np.empty((n, embedder.emb_size), dtype=np.float32)
+    orig = np.empty((n, embedder.emb_size), dtype=np.float32)
+    flipped = np.empty_like(orig) if flip else None
 
     def load(start):
         stop = min(start + chunk, n)
@@ -198,17 +223,32 @@ def embed_faces(embedder, meta, progress=True):
             faces = pending.result()
             if k + 1 < len(starts):
                 pending = pool.submit(load, starts[k + 1])  # decode the next chunk while this one runs
-            orig, flip = embed_with_flip(embedder, faces)
-            feats[start:start + len(faces)] = orig + flip
+            stop = start + len(faces)
+            if flip:
+                orig[start:stop], flipped[start:stop] = embed_with_flip(embedder, faces)
+            else:
+                orig[start:stop] = embedder.embed(faces)
             bar.update(len(faces))
+    return orig, flipped
+
+
+def image_features(orig, flip, detector_scores, options=FeatureOptions()):
+    """(N, d) float64 image features from the raw embeddings: flip sum, norm kept or not, detector weight."""
+    feats = np.asarray(orig, dtype=np.float64)
+    if options.use_flip_test:
+        if flip is None:
+            raise FaceKDError("use_flip_test needs the embeddings of the flipped faces")
+        feats = feats + np.asarray(flip, dtype=np.float64)
+    if not options.use_norm_score:
+        feats = normalize_rows(feats)
+    if options.use_detector_score:
+        feats = feats * np.asarray(detector_scores, dtype=np.float64)[:, None]
     return feats
 
 
-def template_features(face_feats, templates, medias, scores=None):
-    """(template ids sorted, (T, d) L2-normalised features): score-weighted, media mean, template sum."""
-    feats = np.asarray(face_feats, dtype=np.float64)
-    if scores is not None:
-        feats = feats * np.asarray(scores, dtype=np.float64)[:, None]
+def template_features(image_feats, templates, medias):
+    """(template ids sorted, (T, d) L2-normalised features): mean per media, sum of the media per template."""
+    feats = np.asarray(image_feats, dtype=np.float64)
     keys = np.stack([np.asarray(templates, np.int64), np.asarray(medias, np.int64)], axis=1)
     groups, inverse = np.unique(keys, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
@@ -219,20 +259,10 @@ def template_features(face_feats, templates, medias, scores=None):
     return tids, normalize_rows(np.add.reduceat(media_mean, t_starts, axis=0))
 
 
-def _lookup(tids, wanted, what):
-    wanted = np.asarray(wanted, dtype=np.int64)
-    pos = np.searchsorted(tids, wanted)
-    pos = np.minimum(pos, len(tids) - 1)
-    bad = tids[pos] != wanted
-    if bad.any():
-        raise FaceKDError(f"{what}: template {wanted[bad][0]} has no features")
-    return pos
-
-
 def pair_scores(tids, tfeats, pairs, chunk=100000):
     """Cosine score of each template pair (features already normalised)."""
-    a = _lookup(tids, pairs[:, 0], "template pair list")
-    b = _lookup(tids, pairs[:, 1], "template pair list")
+    a = lookup(tids, pairs[:, 0], "template pair list")
+    b = lookup(tids, pairs[:, 1], "template pair list")
     out = np.empty(len(pairs))
     for s in range(0, len(pairs), chunk):
         out[s:s + chunk] = np.einsum("ij,ij->i", tfeats[a[s:s + chunk]], tfeats[b[s:s + chunk]])
@@ -242,83 +272,67 @@ def pair_scores(tids, tfeats, pairs, chunk=100000):
 # ----------------------------------------------------------------------------- metrics
 
 def roc_curve(labels, scores):
-    """Full ROC (no points dropped): (fpr, tpr, thresholds), accepting score >= threshold."""
+    """(fpr, tpr, thresholds) of scikit-learn's ``roc_curve`` with its defaults, as ijb_11.py calls it
+    (intermediate points dropped: see docs/evaluation.md)."""
+    from sklearn.metrics import roc_curve as sklearn_roc_curve
+
     labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         raise FaceKDError(f"ROC needs genuine and impostor pairs; got {n_pos} genuine, {n_neg} impostor")
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], labels[order]
-    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # last index of each distinct score
-    tps = np.cumsum(y)[last]
-    fps = np.cumsum(~y)[last]
-    return (np.r_[0.0, fps / n_neg], np.r_[0.0, tps / n_pos], np.r_[np.inf, s[last]])
+    return sklearn_roc_curve(labels, np.asarray(scores, dtype=np.float64))
 
 
-def tar_at_far(labels, scores, fars=FARS):
-    """TAR at each FAR: the ROC point whose FPR is closest to it, the highest TPR among ties (insightface)."""
-    fpr, tpr, _ = roc_curve(labels, scores)
+def tar_from_roc(fpr, tpr, fars=FARS):
+    """TAR at each FAR: the TPR of the ROC point whose FPR is nearest to it; of equally near points the
+    last one, the highest TPR (ijb_11.py reads the flipped curve and keeps the first minimum)."""
+    fpr = np.asarray(fpr, dtype=np.float64)
     out = []
     for far in fars:
         gap = np.abs(fpr - far)
-        out.append(float(tpr[gap == gap.min()].max()))
+        out.append(float(tpr[np.flatnonzero(gap == gap.min())[-1]]))
     return np.array(out)
 
 
-def identification(tids, tfeats, gallery, probes, ranks=RANKS, fpirs=FPIRS, chunk=4096):
-    """Open-set 1:N: rank-k rates of the mated probes and TPIR at FPIR (rank 1, NIST definition)."""
-    g_ids, g_subjects = gallery
-    p_ids, p_subjects = probes
-    g = tfeats[_lookup(tids, g_ids, "1:N gallery")]
-    p_pos = _lookup(tids, p_ids, "1:N probe list")
-    mated = np.isin(p_subjects, g_subjects)
-    rank = np.empty(len(p_ids), dtype=np.int64)
-    mate_score = np.full(len(p_ids), -np.inf)
-    top = np.empty(len(p_ids))
-    for s in range(0, len(p_ids), chunk):
-        sims = tfeats[p_pos[s:s + chunk]] @ g.T
-        is_mate = p_subjects[s:s + chunk, None] == g_subjects[None, :]
-        best = np.where(is_mate, sims, -np.inf).max(axis=1)
-        nonmate = np.where(is_mate, -np.inf, sims)
-        rank[s:s + chunk] = 1 + (nonmate > best[:, None]).sum(axis=1)
-        mate_score[s:s + chunk] = best
-        top[s:s + chunk] = sims.max(axis=1)
-    n_m, n_nm = int(mated.sum()), int((~mated).sum())
-    rates = {r: float((rank[mated] <= r).mean()) if n_m else float("nan") for r in ranks}
-    tpir = {}
-    nonmated_top = np.sort(top[~mated])[::-1]
-    for f in fpirs:
-        if not n_m or not n_nm:
-            tpir[f] = float("nan")
-            continue
-        k = int(np.floor(f * n_nm + 1e-9))  # at most k non-mated probes may score above the threshold
-        threshold = nonmated_top[k] if k < n_nm else -np.inf
-        tpir[f] = float(((rank[mated] == 1) & (mate_score[mated] > threshold)).mean())
-    return IdentificationResult(rates, tpir, n_m, n_nm)
+def tar_at_far(labels, scores, fars=FARS):
+    """TAR at each FAR of the template-pair scores (insightface's ijb_11.py)."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return tar_from_roc(fpr, tpr, fars)
 
 
 # ----------------------------------------------------------------------------- whole evaluation
 
-def evaluate_ijb(embedder, data_dir, target, fars=FARS, progress=True, meta=None):
-    """Embed the faces of an IJB target and compute 1:1 TAR @ FAR and, when listed, 1:N results."""
-    meta = meta or read_ijb_meta(data_dir, target)
-    feats = embed_faces(embedder, meta, progress)
-    tids, tfeats = template_features(feats, meta.templates, meta.medias, meta.scores)
+def evaluate_embeddings(meta, orig, flip, options=FeatureOptions(), fars=FARS, protocol_1n=DEFAULT_PROTOCOL_1N,
+                        ranks=RANKS, fpirs=FPIRS):
+    """1:1 TAR @ FAR and, when listed, 1:N results from the raw embeddings of the target's faces."""
+    search = PROTOCOLS_1N.get(protocol_1n)
+    feats = image_features(orig, flip, meta.scores, options)
+    tids, tfeats = template_features(feats, meta.templates, meta.medias)
     scores = pair_scores(tids, tfeats, meta.pairs)
     fpr, tpr, _ = roc_curve(meta.labels, scores)
-    tars = tar_at_far(meta.labels, scores, fars)
-    ident = {g: identification(tids, tfeats, gal, meta.probes) for g, gal in meta.galleries.items()}
-    return IJBResult(tuple(fars), tars, fpr, tpr, ident, scores)
+    tars = tar_from_roc(fpr, tpr, fars)
+    ident = search(tids, tfeats, meta.galleries, meta.probes, ranks, fpirs) if meta.galleries else []
+    return IJBResult(tuple(fars), tars, fpr, tpr, ident, scores, options)
+
+
+def evaluate_ijb(embedder, data_dir, target, fars=FARS, progress=True, meta=None, options=FeatureOptions(),
+                 protocol_1n=DEFAULT_PROTOCOL_1N):
+    """Embed the faces of an IJB target and compute 1:1 TAR @ FAR and, when listed, 1:N results."""
+    PROTOCOLS_1N.get(protocol_1n)  # an unknown name fails before the embedding
+    meta = meta or read_ijb_meta(data_dir, target)
+    orig, flip = embed_faces(embedder, meta, options.use_flip_test, progress)
+    return evaluate_embeddings(meta, orig, flip, options, fars, protocol_1n)
 
 
 def format_result(model, target, result):
-    """Lines of the IJB command: a TAR @ FAR row, then one line per 1:N gallery."""
+    """Lines of the IJB command: a TAR @ FAR row, then one line per 1:N result."""
     head = "\t".join(f"{f:.0e}" for f in result.fars)
     row = "\t".join(f"{100 * t:.2f}" for t in result.tars)
-    lines = [f"[{target}]{model}\tTAR@FAR\t{head}", f"[{target}]{model}\tTAR(%)\t{row}"]
-    for g, r in result.identification.items():
+    mode = result.options.mode
+    lines = [f"[{target}]{model}\tTAR@FAR ({mode})\t{head}", f"[{target}]{model}\tTAR(%)\t{row}"]
+    for r in result.identification:
         ranks = "\t".join(f"rank-{k}: {100 * v:.2f}" for k, v in r.ranks.items())
         tpir = "\t".join(f"TPIR@FPIR={f:g}: {100 * v:.2f}" for f, v in r.tpir.items())
-        lines.append(f"[{target}]{model}\t1:N {g} ({r.mated} mated, {r.nonmated} non-mated probes)\t{ranks}\t{tpir}")
+        lines.append(f"[{target}]{model}\t1:N {r.gallery} ({r.protocol}: {r.probes} probes, {r.mated} mated, "
+                     f"{r.nonmated} non-mated, {r.gallery_size} gallery templates)\t{ranks}\t{tpir}")
     return lines
