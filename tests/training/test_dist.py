@@ -160,3 +160,21 @@ def test_a_lost_process_stops_the_whole_job(synthetic_dir, tmp_path, victim, fau
     assert seconds < (10 if fault == "kill -9" else timeout + 10)
     if fault == "SIGSTOP":
         assert seconds >= timeout - 1  # not before the timeout: a slow step is not a lost machine
+
+
+@pytest.mark.slow
+def test_an_interrupted_dist_sync_run_resumes_to_the_uninterrupted_weights(synthetic_dir, tmp_path):
+    """Worker 0's set carries the momentum and the data position; every worker resumes from it."""
+    data = link_training_files(synthetic_dir, str(tmp_path / "data"))
+    flags = ("--verbose", "4", "--lr", "0.05", "--mom", "0.9", "--kvstore", "dist_sync", "--lr-steps", "6")
+    runs = [("whole", "8", ()), ("parts", "4", ()), ("parts", "8", ("--resume",))]
+    for i, (name, steps, extra) in enumerate(runs):
+        job = Job(_argv(data, tmp_path / name, "--max-steps", steps, *flags, *extra), tmp_path / f"logs{i}")
+        logs = job.finish()
+        for proc, log in zip(job.processes, logs):
+            assert proc.returncode == 0, log[-2000:]
+    assert any("model-resume at step 4" in log for log in logs[2:])  # the resumed workers
+    load = lambda name: mx.nd.load(os.path.join(tmp_path, name, "y1-arcface-synthetic", "model-resume.params"))
+    whole, parts = load("whole"), load("parts")
+    for key in (k for k in whole if k.startswith("arg:")):  # the weights, the same on every worker
+        np.testing.assert_allclose(parts[key].asnumpy(), whole[key].asnumpy(), rtol=1e-5, atol=1e-6, err_msg=key)
