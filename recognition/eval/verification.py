@@ -6,7 +6,7 @@
 import argparse
 
 from facekd.errors import FaceKDError, run_cli
-from facekd.evaluation.plots import check_png_output, plot_roc
+from facekd.evaluation.plots import check_png_output, plot_roc, roc_labels
 from facekd.evaluation.verification import verify_models
 from facekd.checkpoints import parse_model_list
 from facekd.embedder import parse_image_size
@@ -40,7 +40,8 @@ def main(argv=None):
     contexts = get_contexts(args.cpu_contexts)
     rows = verify_models(models, args.data_dir, targets, args.batch_size, contexts, args.nfolds, image_size)
     if args.roc:
-        plot_roc([(f"{model} {target}", r.fpr, r.tpr) for model, target, r in rows], args.roc,
+        labels = roc_labels([(model, target) for model, target, _ in rows])
+        plot_roc([(label, r.fpr, r.tpr) for label, (_, _, r) in zip(labels, rows)], args.roc,
                  title="verification ROC")
         print(f"ROC written to {args.roc}")
     return 0

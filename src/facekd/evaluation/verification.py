@@ -291,6 +291,19 @@ def format_row(model, name, result):
             f"\tVAL@FAR={VAL_FAR:g}: {result.val:1.5f}+-{result.val_std:1.5f} (FAR {result.far:1.5f})")
 
 
+def cosine_threshold(result):
+    """The folds' threshold as a cosine of unit embeddings: ``1 - d / 2`` for their mean squared distance ``d``
+    (``|a - b|^2 = 2 - 2 cos``; "same" when the distance is below ``d``, i.e. the cosine above this)."""
+    return 1.0 - float(np.mean(result.best_thresholds)) / 2.0
+
+
+def format_threshold(model, name, result):
+    """The line after each row: the threshold chosen, as the cosine ``compare.py --threshold`` takes."""
+    d = float(np.mean(result.best_thresholds))
+    return (f"[{name}]{model}\tthreshold: cosine > {cosine_threshold(result):.4f} (squared distance < {d:.4f}, "
+            f"mean of the {len(result.best_thresholds)} folds' choices)")
+
+
 @dataclass
 class VerificationRow:
     """One row printed by recognition/eval/verification.py."""
@@ -356,6 +369,7 @@ def verify_models(models, data_dir, targets, batch_size, contexts, nfolds=10, im
             seconds = time.perf_counter() - start
             rows.append((label, vset.name, result))
             report(f"{format_row(label, vset.name, result)}\t{2 * len(vset.images) / seconds:.1f} img/s")
+            report(format_threshold(label, vset.name, result))
     return rows
 
 
