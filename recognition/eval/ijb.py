@@ -12,7 +12,7 @@ import argparse
 from facekd.errors import run_cli
 from facekd.evaluation.ijb import FeatureOptions, evaluate_ijb, format_result, read_ijb_meta
 from facekd.evaluation.ijb_search import DEFAULT_PROTOCOL_1N, PROTOCOLS_1N
-from facekd.evaluation.plots import check_png_output, plot_roc
+from facekd.evaluation.plots import check_png_output, plot_roc, roc_labels
 from facekd.checkpoints import parse_model_list
 from facekd.embedder import Embedder
 from facekd.training.contexts import get_contexts
@@ -58,9 +58,11 @@ def main(argv=None):
         label = f"{prefix},{epoch}"
         for line in format_result(label, args.target, result):
             print(line)
-        curves.append((f"{label} {args.target}", result.fpr, result.tpr))
+        curves.append((label, result.fpr, result.tpr))
     if args.roc:
-        plot_roc(curves, args.roc, title=f"{args.target} 1:1 ROC")
+        labels = roc_labels([(label, args.target) for label, _, _ in curves])
+        plot_roc([(name, fpr, tpr) for name, (_, fpr, tpr) in zip(labels, curves)], args.roc,
+                 title=f"{args.target} 1:1 ROC")
         print(f"ROC written to {args.roc}")
     return 0
 

@@ -1,12 +1,16 @@
-"""Configuration tables, as insightface users know them (recognition/config.py).
+"""The default configuration tables, as insightface users know them.
 
-Edit the tables below: ``network.<name>``, ``dataset.<name>``, ``loss.<name>`` and
-``default`` (the defaults of the command-line flags). :func:`generate_config`
-merges them (loss first, then network, then dataset) into one flat EasyDict;
-a key that also exists in ``default`` updates the default of its flag.
+``network.<name>``, ``dataset.<name>``, ``loss.<name>`` and ``default`` (the defaults
+of the command-line flags), over the base table ``config``. Users do not edit this
+file: they edit ``recognition/config.py``, which starts from copies of these tables
+(:func:`copy_tables`) and which train.py reads fresh for every run
+(:mod:`facekd.config_file`). :func:`generate_config` merges the tables (loss first,
+then network, then dataset) into one flat EasyDict; a key that also exists in
+``default`` updates the default of its flag.
 """
 import copy
 import os
+from types import SimpleNamespace
 
 from easydict import EasyDict as edict
 
@@ -50,6 +54,9 @@ for _size, _cells, _width in (("s", 18, 16), ("m", 9, 32)):
         network[f"pocketnet{_size}{_emb}"] = edict(
             net_name="pocketnet", emb_size=_emb, net_act="prelu", net_output="pocket",
             pocket_cells=_cells, pocket_channels=_width)
+# Any PocketNet genotype (--genotype FILE from recognition/search.py), PocketNetS-128 sizes by default
+network.pocketnet = edict(net_name="pocketnet", emb_size=128, net_act="prelu", net_output="pocket",
+                          pocket_cells=18, pocket_channels=16, pocket_genotype="pocketnet")
 
 # ----------------------------------------------------------------------------- datasets
 dataset = edict()
@@ -101,6 +108,7 @@ default.ckpt = 3
 default.lr_steps = "100000,160000,220000"
 default.models_root = "./models"
 default.T = 4.0
+default.sample_ratio = 1.0  # Partial FC: fraction of the class centres each step samples (1 = the full head)
 default.teacher = ""
 
 
@@ -128,17 +136,27 @@ def read_property(folder):
     return tuple(values)
 
 
-def generate_config(network_name, dataset_name, loss_name, **overrides):
+def copy_tables():
+    """Deep copies of the tables ``(config, network, dataset, loss, default)``: what a user's
+    config file (recognition/config.py) edits, so that these defaults never change."""
+    return tuple(copy.deepcopy(t) for t in (config, network, dataset, loss, default))
+
+
+def generate_config(network_name, dataset_name, loss_name, *, tables=None, **overrides):
     """Merged configuration for a run: base, then loss, network and dataset tables, then overrides.
 
+    ``tables``: an object with the five tables as attributes (``config``, ``network``,
+    ``dataset``, ``loss``, ``default``), e.g. a user's file read by
+    :func:`facekd.config_file.read_tables`; None for this module's tables.
     Returns a new EasyDict (the tables are not modified). ``cfg.defaults`` holds the
     flag defaults after the tables have updated them. The class count and image size of
     a run come from the dataset's ``property`` (:func:`facekd.training.settings.resolve`).
     """
-    cfg = copy.deepcopy(config)
-    defaults = copy.deepcopy(default)
-    for table in (_table(loss, loss_name, "loss"), _table(network, network_name, "network"),
-                  _table(dataset, dataset_name, "dataset")):
+    t = tables or SimpleNamespace(config=config, network=network, dataset=dataset, loss=loss, default=default)
+    cfg = copy.deepcopy(t.config)
+    defaults = copy.deepcopy(t.default)
+    for table in (_table(t.loss, loss_name, "loss"), _table(t.network, network_name, "network"),
+                  _table(t.dataset, dataset_name, "dataset")):
         for k, v in table.items():
             cfg[k] = copy.deepcopy(v)
             if k in defaults:

@@ -1,4 +1,4 @@
-"""Float64 NumPy versions of every loss head (spec/losses.md), written from the formulas.
+"""Float64 NumPy versions of every loss head, written from the published formulas (docs/fidelity.md).
 
 Gradients are taken by central finite differences of these functions, never from MXNet.
 """
@@ -129,3 +129,52 @@ def numeric_grad(f, x, h=1e-6):
         x[idx] = old
         grad[idx] = (up - down) / (2 * h)
     return grad
+
+
+# ----------------------------------------------------------------------------- Partial FC (sampled softmax)
+# The softmax of a sampled head runs over the classes of a sample S only (every class of the
+# batch is in S): p_ij = exp(z_ij) / sum_{l in S} exp(z_il) for j in S. Written here on the full
+# (B x C) logits with the classes outside S removed from the softmax, and the original class ids.
+
+def restrict(z, sample):
+    """The logits of the classes outside ``sample`` set to -inf: they leave every softmax."""
+    out = np.full(np.shape(z), -np.inf)
+    out[:, sample] = np.asarray(z, dtype=np.float64)[:, sample]
+    return out
+
+
+def sampled_margin_loss(e, w, y, sample, s, m1, m2, m3):
+    return cross_entropy(restrict(margin_logits(e, normalize(w), y, s, m1, m2, m3), sample), y)
+
+
+def sampled_angular_loss(e, w, t, y, sample, s, m, alpha):
+    return sampled_margin_loss(e, w, y, sample, s, 1.0, m, 0.0) + alpha * one_minus_cos(e, t)
+
+
+def sampled_template_loss(e, w, t, y, sample, s, m, lam):
+    return sampled_margin_loss(e, w, y, sample, s, 1.0, m, 0.0) + lam * np.mean((normalize(e) - normalize(t)) ** 2)
+
+
+def sampled_kd_loss(e, w, t, wt_unit, y, sample, s, m, temperature, alpha):
+    """Student and teacher distributions both over the sampled classes."""
+    zs = restrict(margin_logits(e, normalize(w), y, s, 1.0, m, 0.0), sample)
+    zt = restrict(margin_logits(t, wt_unit, y, s, 1.0, m, 0.0), sample)
+    log_q, log_p = log_softmax(zt / temperature)[:, sample], log_softmax(zs / temperature)[:, sample]
+    kl = np.mean(np.sum(np.exp(log_q) * (log_q - log_p), axis=1))
+    return (1 - alpha) * cross_entropy(zs, y) + alpha * temperature ** 2 * kl
+
+
+def sampled_margin_distillation_loss(e, w_unit, t, y, sample, s, m_min, m_max):
+    """The per-sample margins come from the positive centres, which are always in the sample."""
+    return cross_entropy(restrict(margin_distillation_logits(e, w_unit, t, y, s, m_min, m_max), sample), y)
+
+
+def lazy_sgd(w, mom, grad_rows, rows, lr, momentum, wd, rescale):
+    """MXNet's lazy SGD with momentum: only ``rows`` (their weights, momentum and decay) move.
+
+    mom[r] = momentum * mom[r] - lr * (rescale * g[r] + wd * w[r]);  w[r] += mom[r]
+    """
+    w, mom = np.array(w, dtype=np.float64), np.array(mom, dtype=np.float64)
+    mom[rows] = momentum * mom[rows] - lr * (rescale * np.asarray(grad_rows, dtype=np.float64) + wd * w[rows])
+    w[rows] += mom[rows]
+    return w, mom

@@ -53,6 +53,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(data, tmp_path, contexts, 
     assert whole.keys() == parts.keys()
     moved = _params(tmp_path / "whole", "0001")
     assert max(np.abs(whole[k] - moved[k]).max() for k in whole if k.startswith("arg:")) > 1e-3
+    print(f"\n{contexts} context(s): max abs difference resumed vs uninterrupted: weights "
+          f"{max(np.abs(parts[k] - whole[k]).max() for k in whole if k.startswith('arg:')):.3g}, BatchNorm "
+          f"statistics {max(np.abs(parts[k] - whole[k]).max() for k in whole if k.startswith('aux:')):.3g}")
     for key in whole:  # weights and BatchNorm running statistics
         if contexts == 1:
             np.testing.assert_array_equal(parts[key], whole[key], err_msg=key)
@@ -60,13 +63,19 @@ def test_interrupted_and_resumed_equals_uninterrupted(data, tmp_path, contexts, 
             np.testing.assert_allclose(parts[key], whole[key], rtol=1e-4, atol=1e-5, err_msg=key)
     states = mx.nd.load(os.path.join(tmp_path / "parts", "y1-arcface-synthetic", "model-resume.states"))
     assert "mom:fc7_weight" in states and np.abs(states["mom:fc7_weight"].asnumpy()).max() > 0
-    # resuming a run that already reached --max-steps trains nothing and rewrites nothing
+    # resuming a run that already reached --max-steps trains nothing and rewrites nothing (its
+    # train.log only gets the lines of this attempt appended)
     folder = os.path.join(tmp_path / "parts", "y1-arcface-synthetic")
-    before = {name: open(os.path.join(folder, name), "rb").read() for name in os.listdir(folder)}
+    saved = [name for name in os.listdir(folder) if name != "train.log"]
+    before = {name: open(os.path.join(folder, name), "rb").read() for name in saved}
+    log_before = open(os.path.join(folder, "train.log"), "rb").read()
     caplog.clear()
     main(_argv(data, tmp_path / "parts", "--max-steps", "24", "--resume", *flags))
     assert "step 24 already reaches --max-steps 24" in caplog.text and "finished 0 steps" in caplog.text
-    assert {name: open(os.path.join(folder, name), "rb").read() for name in os.listdir(folder)} == before
+    assert {name: open(os.path.join(folder, name), "rb").read() for name in os.listdir(folder)
+            if name != "train.log"} == before
+    log_after = open(os.path.join(folder, "train.log"), "rb").read()
+    assert log_after.startswith(log_before) and b"nothing to train" in log_after[len(log_before):]
 
 
 @pytest.mark.slow

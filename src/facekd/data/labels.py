@@ -8,7 +8,7 @@ Label layouts are told apart by their width w (README, 'Data formats'):
   floats followed by the class id; class = label[-1].
 
 Every reader, iterator, metric and loss head goes through these functions,
-in NumPy (:func:`describe`, :func:`class_id`, :func:`split_soft`) or in the
+in NumPy (:func:`describe`, :func:`class_id`, :func:`with_class_ids`, :func:`split_soft`) or in the
 symbolic graph (:func:`split_soft_symbol`).
 """
 from collections import namedtuple
@@ -70,6 +70,16 @@ def class_ids(labels):
     kind = describe(arr[0]).kind if len(arr) else HARD
     col = arr[:, -1] if kind == SOFT else arr[:, 0]
     return col.astype(np.int64)
+
+
+def with_class_ids(labels, ids):
+    """A float32 copy of a batch of labels ((B,) or (B, w)) with their class ids replaced by ``ids``."""
+    arr = np.array(labels, dtype=np.float32)
+    if arr.ndim == 1:
+        arr[:] = ids
+    else:
+        arr[:, -1 if describe(arr[0]).kind == SOFT else 0] = ids
+    return arr
 
 
 def split_soft(labels):

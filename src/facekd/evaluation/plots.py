@@ -120,11 +120,32 @@ def _save(fig, path):
     return path
 
 
-def plot_roc(curves, path, title="ROC", log_fpr=True):
-    """ROC curves ``[(label, fpr, tpr), ...]`` into one PNG (log-scale FAR by default)."""
-    if not curves:
-        raise FaceKDError(f"no ROC curves to plot into {path}")
-    check_parent_folder(path)
+def short_names(models):
+    """Legend names of checkpoints ``prefix,epoch``: the shortest tails of their paths that still
+    tell them apart. train.py names every checkpoint ``model`` inside its run folder, so a tail
+    ending in ``model`` keeps that folder: ``./models/y1-arcface-emore/model,1`` ->
+    ``y1-arcface-emore/model,1``; ``/x/r100.0/model,1`` and ``/y/r100.0/model,1`` keep ``x``/``y``."""
+    parts = [[p for p in str(m).replace(os.sep, "/").split("/") if p not in ("", ".")] or [str(m)]
+             for m in models]
+    keep = [2 if len(p) > 1 and p[-1].rpartition(",")[0] == "model" else 1 for p in parts]
+    while True:
+        tails = ["/".join(p[-k:]) for p, k in zip(parts, keep)]
+        grow = [i for i, t in enumerate(tails) if keep[i] < len(parts[i])
+                and any(t == u and str(models[i]) != str(models[j]) for j, u in enumerate(tails))]
+        if not grow:
+            return tails
+        for i in grow:
+            keep[i] += 1
+
+
+def roc_labels(pairs):
+    """Legend labels ``<short model name> <target>`` of ``[(model, target), ...]``."""
+    names = short_names([model for model, _ in pairs])
+    return [f"{name} {os.path.basename(str(target))}" for name, (_, target) in zip(names, pairs)]
+
+
+def roc_figure(curves, title="ROC", log_fpr=True):
+    """The figure of :func:`plot_roc`; the legend sits below the axes, clear of the curves."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 5))
     floor = 1.0
@@ -147,18 +168,60 @@ def plot_roc(curves, path, title="ROC", log_fpr=True):
     ax.set_ylabel("True positive rate (TAR)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2 if len(curves) > 1 else 1, fontsize=8,
+              frameon=False)
+    return fig
 
 
-def plot_training_curves(log, path, title="training"):
-    """Loss, accuracy and speed against the global batch, verification accuracy against the step."""
-    if not log.batches and not log.accuracy:
-        raise FaceKDError(f"nothing to plot into {path}: the log has no speed or verification lines")
+def plot_roc(curves, path, title="ROC", log_fpr=True):
+    """ROC curves ``[(label, fpr, tpr), ...]`` into one PNG (log-scale FAR by default); short
+    labels (:func:`roc_labels`) keep the legend readable."""
+    if not curves:
+        raise FaceKDError(f"no ROC curves to plot into {path}")
     check_parent_folder(path)
+    return _save(roc_figure(curves, title, log_fpr), path)
+
+
+def _constant(points):
+    """The one value of a series that carries no curve (no finite value, or a single distinct
+    one: ``acc`` stays 0 for soft losses over a short run), as text; None when it varies."""
+    values = np.array([v for _, v in points], dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return "no finite value"
+    if finite.size < 2 or finite.min() == finite.max():
+        return f"{finite[0]:g}" + (" (and non-finite values)" if finite.size < values.size else "")
+    return None
+
+
+def training_panels(log):
+    """(panels to draw, {series: its constant value} left out). Panels are the metrics of the
+    speed lines, the speed, and the verification accuracy (drawn whenever a round was logged)."""
+    series = dict(log.metrics)
+    if log.speeds:
+        series["speed"] = list(zip(log.batches, log.speeds))
+    panels, left_out = [], {}
+    for name, points in series.items():
+        value = _constant(points)
+        if value is None:
+            panels.append(name)
+        else:
+            left_out[name] = value
+    if log.accuracy:
+        panels.append("verification")
+    return panels, left_out
+
+
+def _listed(left_out):
+    return ", ".join(f"{k} = {v}" for k, v in left_out.items())
+
+
+def training_figure(log, title="training"):
+    """The figure of :func:`plot_training_curves`: one panel per series that varies."""
+    panels, left_out = training_panels(log)
+    if not panels:
+        raise FaceKDError(f"nothing to plot: every series of the log is constant ({_listed(left_out)})")
     plt = _pyplot()
-    panels = [name for name in log.metrics] + (["speed"] if log.speeds else []) + \
-        (["verification"] if log.accuracy else [])
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.4 * len(panels)), squeeze=False)
     for ax, panel in zip(axes[:, 0], panels):
         if panel == "verification":
@@ -167,7 +230,7 @@ def plot_training_curves(log, path, title="training"):
                 ax.errorbar(steps, acc, yerr=std, marker="o", markersize=3, capsize=2, label=target)
             ax.set_xlabel("step")
             ax.set_ylabel("Accuracy-Flip")
-            ax.legend(fontsize=8)
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
         elif panel == "speed":
             ax.plot(log.batches, log.speeds)
             ax.set_ylabel("samples/sec")
@@ -178,6 +241,21 @@ def plot_training_curves(log, path, title="training"):
             ax.set_ylabel(panel)
             ax.set_xlabel("batch")
         ax.grid(True, alpha=0.3)
-    axes[0, 0].set_title(title)
+    if left_out:
+        title += f"\nconstant, not drawn: {_listed(left_out)}"
+    axes[0, 0].set_title(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def plot_training_curves(log, path, title="training"):
+    """Loss, accuracy and speed against the global batch, verification accuracy against the step;
+    a series that stays constant is named in the title instead of drawn."""
+    if not log.batches and not log.accuracy:
+        raise FaceKDError(f"nothing to plot into {path}: the log has no speed or verification lines")
+    panels, left_out = training_panels(log)
+    if not panels:
+        raise FaceKDError(f"nothing to plot into {path}: every series of the log is constant "
+                          f"({_listed(left_out)}) and it has no verification round")
+    check_parent_folder(path)
+    return _save(training_figure(log, title), path)

@@ -8,7 +8,7 @@ from .margin import classification, student_margin_logits
 
 
 
-@register_loss("angular_distillation", label="soft", needs_teacher_dim=True)
+@register_loss("angular_distillation", label="soft", needs_teacher_dim=True, samples_centres=True)
 def angular_distillation(embedding, label, cfg):
     import mxnet as mx
 

@@ -14,7 +14,7 @@ the cross-entropy is ``log_softmax`` + ``pick`` instead of ``SoftmaxOutput``.
 """
 import math
 
-from . import common
+from . import common, partial_fc
 from . import register_loss
 
 
@@ -106,13 +106,16 @@ def margin_config(cfg):
             float(cfg.get("loss_m2", 0.0)), float(cfg.get("loss_m3", 0.0)))
 
 
-def student_margin_logits(embedding, cls, cfg, name="fc7"):
-    """(row-normalised embedding, margin logits on the trainable ``fc7_weight``)."""
+def student_margin_logits(embedding, cls, cfg, name="fc7", classes=None):
+    """(row-normalised embedding, margin logits on the trainable ``fc7_weight``), over every class
+    or over the sampled ones (``classes``: the head's ``partial_fc.HeadClasses``; when sampled,
+    ``cls`` holds positions in the sample)."""
     s, m1, m2, m3 = margin_config(cfg)
+    classes = classes or partial_fc.HeadClasses(cfg)
     unit = common.l2_normalize(embedding)
-    logits = cosine_logits(unit, common.class_centres(cfg), cls, cfg.num_classes, cfg.emb_size,
+    logits = cosine_logits(unit, classes.student(), cls, classes.count, cfg.emb_size,
                            common.batch_size(cfg), s, name=name)
-    return unit, apply_margin(logits, cls, cfg.num_classes, s, m1, m2, m3)
+    return unit, apply_margin(logits, cls, classes.count, s, m1, m2, m3)
 
 
 def classification(logits, cls):
@@ -144,10 +147,10 @@ def softmax(embedding, label, cfg):
     return common.head_outputs([prob], {"acc": acc, "lossvalue": ce})
 
 
-@register_loss("nsoftmax")
-@register_loss("arcface")
-@register_loss("cosface")
-@register_loss("combined")
+@register_loss("nsoftmax", samples_centres=True)
+@register_loss("arcface", samples_centres=True)
+@register_loss("cosface", samples_centres=True)
+@register_loss("combined", samples_centres=True)
 def margin_softmax(embedding, label, cfg):
     """Normalised softmax with the (m1, m2, m3) margins of the config (s = loss_s)."""
     _, logits = student_margin_logits(embedding, label, cfg)

@@ -13,7 +13,7 @@ directly at scale s/T), log p_T = log_softmax(z^s/T), and the (B x C) sum is
 one BLAS dot of the flattened matrices.
 The graph is pinned to ``per_batch_size`` (binding another batch fails).
 """
-from . import common, register_loss
+from . import common, partial_fc, register_loss
 from .margin import classification, margin_config, margin_logits, student_margin_logits
 
 CENTRES = "teacher_fc7_weight"
@@ -38,22 +38,23 @@ def kl_divergence(teacher_logits, student_logits, temperature, batch):
 
 
 @register_loss("margin_base_with_T", label="soft", teacher_centres=CENTRES,
-               needs_teacher_dim=True)
+               needs_teacher_dim=True, samples_centres=True)
 def margin_base_with_t(embedding, label, cfg):
     import mxnet as mx
 
     alpha = float(common.require(cfg, "alpha", positive=False))
     temperature = float(common.require(cfg, "T"))
     batch = common.batch_size(cfg)
-    num_classes = int(cfg.num_classes)
+    classes = partial_fc.HeadClasses(cfg)  # sampled: student and teacher over the same classes
+    num_classes = classes.count
     s, m1, m2, m3 = margin_config(cfg)
     teacher, cls = common.soft_label(label, cfg)
 
-    unit, student = student_margin_logits(embedding, cls, cfg)
+    unit, student = student_margin_logits(embedding, cls, cfg, classes=classes)
     student = mx.sym.reshape(student, shape=(batch, num_classes))  # pinned batch size
     unit_teacher = common.l2_normalize(teacher)
     # the teacher's logits reach the loss only through BlockGrad'ed q and log q
-    teacher_centres = common.frozen_centres(cfg, CENTRES, common.teacher_dim(cfg))
+    teacher_centres = classes.teacher(CENTRES, common.teacher_dim(cfg))
     # z^t / T directly: the margin logits at scale s / T
     teacher_logits = margin_logits(unit_teacher, teacher_centres, cls, num_classes, batch, s / temperature,
                                    m1, m2, m3, name="teacher_fc7")

@@ -9,7 +9,7 @@ Guards: m_i is clipped into [0, Mmax] (a negative c_i would give a margin below
 Mmin, even negative) and the batch maximum is floored at a tiny positive value
 (all c_j <= 0 then gives m_i = 0, or Mmin where c_i = 0); m_i carries no gradient.
 """
-from . import common, register_loss
+from . import common, partial_fc, register_loss
 from .margin import classification, margin_logits
 
 CENTRES = "fc7_weight"
@@ -26,18 +26,19 @@ def sample_margins(teacher_cos, m_min, m_max):
 
 
 @register_loss("margin_distillation", label="soft", teacher_centres=CENTRES,
-               needs_teacher_dim=True)
+               needs_teacher_dim=True, samples_centres=True)
 def margin_distillation(embedding, label, cfg):
     s = float(common.require(cfg, "loss_s"))
     m_min = float(common.require(cfg, "Mmin", positive=False))
     m_max = float(common.require(cfg, "Mmax", positive=False))
     teacher, cls = common.soft_label(label, cfg)
-    centres = common.frozen_centres(cfg, CENTRES, common.teacher_dim(cfg))
+    classes = partial_fc.HeadClasses(cfg)  # when sampled, cls indexes the sampled rows
+    centres = classes.teacher(CENTRES, common.teacher_dim(cfg))
     unit_teacher = common.l2_normalize(teacher)
     teacher_cos = common.row_dot(unit_teacher, common.gather_rows(centres, cls))
     margins = sample_margins(teacher_cos, m_min, m_max)
     unit = common.l2_normalize(embedding)
-    logits = margin_logits(unit, centres, cls, cfg.num_classes, common.batch_size(cfg), s, 1.0, margins, 0.0)
+    logits = margin_logits(unit, centres, cls, classes.count, common.batch_size(cfg), s, 1.0, margins, 0.0)
     prob, ce, acc = classification(logits, cls)
     return common.head_outputs([prob], {"acc": acc, "lossvalue": ce,
                                         "cos": common.mean_one_minus_cos(unit, unit_teacher)})

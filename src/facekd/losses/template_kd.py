@@ -10,7 +10,7 @@ from .margin import classification, student_margin_logits
 
 
 
-@register_loss("template_kd", label="soft", needs_teacher_dim=True, online_teacher=True)
+@register_loss("template_kd", label="soft", needs_teacher_dim=True, online_teacher=True, samples_centres=True)
 def template_kd(embedding, label, cfg):
     import mxnet as mx
 

@@ -5,6 +5,7 @@ import os
 import sys
 
 from .. import config as tables
+from ..config_file import find_tables
 from ..errors import FaceKDError
 
 # Flags the project adds; each maps onto the config key of the same meaning.
@@ -20,19 +21,32 @@ _OVERRIDES = {
     "Mmin": ("Mmin", float, "smallest margin (triplet and margin distillation)"),
     "Mmax": ("Mmax", float, "largest margin (triplet and margin distillation)"),
     "kd_lambda": ("kd_lambda", float, "template_kd weight lambda"),
+    "sample_ratio": ("sample_ratio", float, "Partial FC: fraction r of the class centres each step trains, "
+                     "every class of the batch plus random ones (1 = the full head)"),
     "images_per_identity": ("images_per_identity", int, "triplet bags: images taken per identity"),
     "triplet_bag_size": ("triplet_bag_size", int, "triplet bags: images per bag"),
     "triplet_alpha": ("triplet_alpha", float, "triplet selection margin alpha"),
     "data_color": ("data_color", float, "colour jitter strength (0 = off)"),
     "images_filter": ("data_images_filter", int, "drop identities with fewer images"),
+    "genotype": ("pocket_genotype", str, "PocketNet cells: a genotype.json of recognition/search.py or a "
+                 "published genotype (pocketnet)"),
+    "init_channels": ("pocket_channels", int, "PocketNet cell width C of the first cells (even)"),
+    "layers": ("pocket_cells", int, "PocketNet cell count (>= 3)"),
 }
 
 
-def _pre_parse(argv):
+def _config_flag(argv):
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--network", default=tables.default.network)
-    pre.add_argument("--dataset", default=tables.default.dataset)
-    pre.add_argument("--loss", default=tables.default.loss)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    return known.config
+
+
+def _pre_parse(argv, defaults):
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--network", default=defaults.network)
+    pre.add_argument("--dataset", default=defaults.dataset)
+    pre.add_argument("--loss", default=defaults.loss)
     pre.add_argument("--data-dir", default=None)
     known, _ = pre.parse_known_args(argv)
     return known
@@ -62,6 +76,9 @@ def build_parser(cfg):
     p.add_argument("--kvstore", default=d.kvstore, help="kvstore: device, local, dist_sync, dist_device_sync")
     p.add_argument("--T", type=float, default=cfg.get("T", d.T), help="distillation temperature")
     # project additions
+    p.add_argument("--config", default=None, help="table file: a Python file defining the tables default, network, "
+                   "dataset and loss, laid out as recognition/config.py (default: the config.py beside train.py, "
+                   "else the package's tables)")
     p.add_argument("--data-dir", default=None, help="dataset folder (default: the table's dataset_path)")
     p.add_argument("--teacher", default=cfg.get("teacher", ""),
                    help="teacher checkpoint 'prefix,epoch' (for its fc7_weight class centres)")
@@ -109,11 +126,37 @@ _RULES = (
     ("--loss-s", "loss_s", lambda v: v is None or (_finite(v) and v > 0), "a finite number > 0"),
     ("--alpha", "alpha", lambda v: v is None or _finite(v), "a finite number"),
     ("--kd-lambda", "kd_lambda", lambda v: v is None or _finite(v), "a finite number"),
+    ("--sample-ratio", "sample_ratio", lambda v: _finite(v) and 0 < v <= 1,
+     "a number in (0, 1], e.g. 0.1 (1 = every class centre, the full head)"),
+    ("--genotype", "pocket_genotype", lambda v: v is None or _genotype_reference(v),
+     "a genotype file written by recognition/search.py (its --out/genotype.json) or a published genotype: "
+     "pocketnet"),
+    ("--init-channels", "pocket_channels", lambda v: v is None or (v >= 2 and v % 2 == 0),
+     "an even integer >= 2, e.g. 16"),
+    ("--layers", "pocket_cells", lambda v: v is None or v >= 3, "an integer >= 3 (reduction cells at n//3, "
+     "2n//3 and n-1)"),
 )
+
+
+def _genotype_reference(value):
+    from ..symbols.genotypes import is_reference
+
+    return is_reference(value)
+
+
+_CELL_FLAGS = ("genotype", "init_channels", "layers")  # flags of the PocketNet cell networks only
+
+
+def _check_cell_flags(args, cfg):
+    given = [f"--{d.replace('_', '-')}" for d in _CELL_FLAGS if getattr(args, d, None) is not None]
+    if given and cfg.get("net_output") != "pocket":
+        raise FaceKDError(f"{', '.join(given)} set the cells of a PocketNet network; --network {cfg.network} "
+                          "has none: use --network pocketnet (or pocketnets128, ...), or drop the flags")
 
 
 def validate(args, cfg, env=None):
     """One FaceKDError naming the flag for the first setting no run can use."""
+    _check_cell_flags(args, cfg)
     for flag, key, ok, what in _RULES:
         value = cfg.get(key)
         if not ok(value):
@@ -135,11 +178,18 @@ def validate(args, cfg, env=None):
                               "or use --kvstore device on one machine")
 
 
-def parse_args(argv=None):
-    """(args, cfg): the parsed flags and the merged config they override."""
-    known = _pre_parse(argv)
-    cfg = tables.generate_config(known.network, known.dataset, known.loss,
+def parse_args(argv=None, script_config=None):
+    """(args, cfg): the parsed flags and the merged config they override.
+
+    The tables come from ``--config FILE``, else from ``script_config`` (the config.py
+    beside the running train.py) when it exists, else from the package; they are read
+    afresh on every call (:func:`facekd.config_file.find_tables`) and ``cfg.config_file``
+    names their file (train.py logs it once the flags are valid)."""
+    run_tables = find_tables(_config_flag(argv), script_config)
+    known = _pre_parse(argv, run_tables.default)
+    cfg = tables.generate_config(known.network, known.dataset, known.loss, tables=run_tables,
                                  dataset_path=known.data_dir)
+    cfg.config_file = run_tables.source
     args = build_parser(cfg).parse_args(argv)
     for dest, (key, _, _) in _OVERRIDES.items():
         value = getattr(args, dest)
@@ -153,6 +203,7 @@ def parse_args(argv=None):
     cfg.lr_steps = args.lr_steps
     given = sys.argv[1:] if argv is None else argv
     cfg.teacher_flag = ("--teacher" if any(a == "--teacher" or a.startswith("--teacher=") for a in given)
-                        else f"--teacher (the default of dataset table '{cfg.dataset}' in config.py)")
+                        else f"--teacher (the default of dataset table '{cfg.dataset}' in "
+                             f"{os.path.basename(cfg.config_file)})")
     validate(args, cfg)
     return args, cfg

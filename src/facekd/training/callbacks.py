@@ -1,8 +1,131 @@
-"""Per-step callbacks: the lr-batch-epoch line and the verify-then-maybe-save round."""
+"""Per-step callbacks: the speed line with the time left, the lr-batch-epoch line and the
+verify-then-maybe-save round."""
 import logging
+import time
+from collections import deque
 
 from ..evaluation import verification
 from .checkpoint import save_checkpoint, settled_params
+
+
+def format_duration(seconds):
+    """``H:MM:SS`` (hours not wrapped into days): 3723.4 -> ``1:02:03``."""
+    total = int(round(max(0.0, seconds)))
+    return "%d:%02d:%02d" % (total // 3600, total // 60 % 60, total % 60)
+
+
+class RunLength:
+    """How long a run is: the smaller of ``--max-steps`` (0 = no limit) and ``--end-epoch`` x the
+    batches of an epoch. ``batches_per_epoch`` is None when epochs differ in size and are known
+    only once started (a triplet epoch is one mined bag)."""
+
+    def __init__(self, max_steps, end_epoch, batches_per_epoch=None):
+        self.max_steps = int(max_steps)
+        self.end_epoch = int(end_epoch)
+        self.batches_per_epoch = batches_per_epoch
+
+    def steps_left(self, step, epoch, batches_done, batches_per_epoch=None):
+        """Steps left after global ``step``, ``batches_done`` batches into (0-based) ``epoch`` of
+        ``batches_per_epoch`` batches (default: the run's; for triplets, the current bag's, an
+        estimate for the bags to come); None when nothing bounds the run."""
+        per_epoch = batches_per_epoch or self.batches_per_epoch
+        limits = []
+        if self.max_steps:
+            limits.append(self.max_steps - step)
+        if per_epoch:
+            limits.append(per_epoch - batches_done + (self.end_epoch - epoch - 1) * per_epoch)
+        return max(0, min(limits)) if limits else None
+
+    def describe(self, step=0, epoch=0, batches_done=0):
+        """The start line, e.g. ``total steps: 3000 (the smaller of --max-steps 3000 and
+        --end-epoch 10000 x 37 batches per epoch = 370000)``; ``step`` > 0 for a resumed run."""
+        done = f"; {step} done" if step else ""
+        left = self.steps_left(step, epoch, batches_done)
+        if not self.batches_per_epoch:
+            bags = f"--end-epoch {self.end_epoch} triplet bags, whose batches are known as each is mined"
+            if left is None:
+                return f"total steps: not known in advance ({bags}; --max-steps 0: no limit){done}"
+            return f"total steps: at most {step + left} (--max-steps {self.max_steps}; {bags}){done}"
+        epochs = (f"--end-epoch {self.end_epoch} x {self.batches_per_epoch} batches per epoch "
+                  f"= {self.end_epoch * self.batches_per_epoch}")
+        how = (f"the smaller of --max-steps {self.max_steps} and {epochs}" if self.max_steps
+               else f"{epochs}; --max-steps 0: no limit")
+        return f"total steps: {step + left} ({how}){done}{f', {left} to go' if step else ''}"
+
+
+class SpeedLog:
+    """insightface's speed line, as MXNet's ``Speedometer(batch_size, frequent, auto_reset=True)``
+    writes it, followed by the estimated time left:
+
+        Epoch[0] Batch [20-40]\tSpeed: 512.31 samples/sec\tacc=0.012500\tlossvalue=21.403000\tTime left: 1:02:03
+
+    Called once per step (after the step), as the Speedometer: the first batch of an epoch
+    (or of the process) only starts the clock; then every ``frequent`` batches a line. The
+    time left is the steps left (:class:`RunLength`) times the seconds per step of the last
+    few logged intervals; the first step of an epoch (its start: reshuffle, triplet mining)
+    is never timed, as in the Speedometer. ``epoch_batches()`` gives the current epoch's
+    batch count (it changes with every triplet bag).
+    """
+
+    WINDOW = 5  # logged intervals the time left averages over
+
+    def __init__(self, batch_size, frequent, length, epoch_batches=lambda: None, begin_step=0,
+                 clock=time.monotonic):
+        self.batch_size = batch_size
+        self.frequent = frequent
+        self.length = length
+        self.epoch_batches = epoch_batches
+        self.step = begin_step
+        self.clock = clock
+        self.init = False
+        self.tic = 0.0
+        self.tic_count = 0  # the batch the clock started at
+        self.last_count = 0
+        self.recent = deque(maxlen=self.WINDOW)  # (batches, seconds) of the last intervals
+
+    @classmethod
+    def for_run(cls, settings, train_iter, batch_size):
+        """The speed log of a run over ``train_iter``; logs the run's total steps first."""
+        length = RunLength(settings.max_steps, settings.end_epoch, getattr(train_iter, "batches_per_epoch", None))
+        position = settings.get("resume_position") or {}
+        logging.info(length.describe(settings.begin_step, settings.begin_epoch, int(position.get("batch", 0))))
+        return cls(batch_size, settings.frequent, length, lambda: getattr(train_iter, "batches_per_epoch", None),
+                   begin_step=settings.begin_step)
+
+    def time_left(self, epoch, batches_done):
+        """``H:MM:SS`` from the recent speed, or ``no limit``."""
+        left = self.length.steps_left(self.step, epoch, batches_done, self.epoch_batches())
+        if left is None:
+            return "no limit"
+        batches = sum(b for b, _ in self.recent)
+        seconds = sum(s for _, s in self.recent)
+        return format_duration(left * seconds / batches) if batches else "unknown"
+
+    def __call__(self, param):
+        self.step += 1
+        count = param.nbatch
+        if self.last_count > count:  # a new epoch: its first batch only starts the clock
+            self.init = False
+        self.last_count = count
+        if not self.init:
+            self.init = True
+            self.tic, self.tic_count = self.clock(), count
+            return
+        if count % self.frequent:
+            return
+        elapsed = self.clock() - self.tic
+        # the speed as the Speedometer reports it (as if `frequent` batches); the time left from the
+        # batches really timed (fewer after a start inside an interval, e.g. --resume mid-epoch)
+        self.recent.append((count - self.tic_count, elapsed))
+        speed = self.frequent * self.batch_size / elapsed if elapsed > 0 else float("inf")
+        pairs = []
+        if param.eval_metric is not None:
+            pairs = param.eval_metric.get_name_value()
+            param.eval_metric.reset_local()
+        msg = "Epoch[%d] Batch [%d-%d]\tSpeed: %.2f samples/sec" + "\t%s=%f" * len(pairs) + "\tTime left: %s"
+        logging.info(msg, param.epoch, count - self.frequent, count, speed, *sum(pairs, ()),
+                     self.time_left(param.epoch, count + 1))
+        self.tic, self.tic_count = self.clock(), count
 
 
 class LrBatchEpochLog:

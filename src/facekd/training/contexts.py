@@ -9,6 +9,7 @@ reads them; and GPUs are handed out only when this MXNet build can drive that ma
 the CPU build (``mxnet`` from requirements.txt) would otherwise fail deep inside the
 first bind with a C++ traceback.
 """
+import logging
 import os
 import re
 
@@ -75,8 +76,25 @@ def check_gpus(requested, value):
                           f"{count} (nvidia-smi shows them), or {_CPU_HINT}")
 
 
-def get_contexts(cpu_contexts=1, env=None):
-    """The list of MXNet contexts for this run."""
+_unused_gpus_warned = False  # the warning is given once per process
+
+
+def warn_unused_gpus(work="running"):
+    """Once per process: a warning when MXNet sees GPUs but CUDA_VISIBLE_DEVICES selects none,
+    so that the work runs on the CPU (the CPU build sees none; a driver error counts as none)."""
+    global _unused_gpus_warned
+    if _unused_gpus_warned:
+        return
+    _, count, _ = _gpu_support()
+    if not count:
+        return
+    _unused_gpus_warned = True
+    logging.warning("%s on the CPU although MXNet sees %d GPU%s: set CUDA_VISIBLE_DEVICES='%s' to use them",
+                    work, count, "s" if count != 1 else "", ",".join(str(i) for i in range(count)))
+
+
+def get_contexts(cpu_contexts=1, env=None, work="running"):
+    """The list of MXNet contexts for this run (``work`` names it in the unused-GPU warning)."""
     import mxnet as mx
 
     env = os.environ if env is None else env
@@ -86,4 +104,5 @@ def get_contexts(cpu_contexts=1, env=None):
         return [mx.gpu(i) for i in gpus]
     if cpu_contexts < 1:
         raise FaceKDError(f"--cpu-contexts must be >= 1, got {cpu_contexts}")
+    warn_unused_gpus(work)
     return [mx.cpu(i) for i in range(cpu_contexts)]

@@ -115,12 +115,13 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def run(nodes, command, launcher="local", cwd=None, grace=30.0, log=print):
+def run(nodes, command, launcher="local", cwd=None, grace=30.0, fail_grace=5.0, log=print):
     """Start every node, wait for the workers; returns the job's exit status.
 
-    The first process that fails decides the status; the others get ``grace`` seconds
-    to stop on their own (the watch stops them) and are then killed. When every worker
-    finished, the scheduler and servers get ``grace`` seconds to finish too.
+    The first process that fails decides the status; the others get ``fail_grace``
+    seconds to stop on their own (the watch stops those that joined the job) and are
+    then killed. When every worker finished, the scheduler and servers get ``grace``
+    seconds to finish too.
     """
     start = LAUNCHERS.get(launcher)
     cwd = os.getcwd() if cwd is None else cwd
@@ -140,7 +141,7 @@ def run(nodes, command, launcher="local", cwd=None, grace=30.0, log=print):
                 status = 0
             else:
                 time.sleep(0.2)
-        deadline = time.time() + grace
+        deadline = time.time() + (grace if status == 0 else fail_grace)
         while time.time() < deadline and any(proc.poll() is None for _, proc in procs):
             time.sleep(0.2)
     finally:

@@ -43,6 +43,10 @@ class ScheduledTeacherIter(mx.io.DataIter):
         return self._embedder.emb_size
 
     @property
+    def batches_per_epoch(self):
+        return self.base.batches_per_epoch
+
+    @property
     def provide_data(self):
         return self.base.provide_data
 

@@ -10,7 +10,10 @@ kernels and leaves the rest to MXNet's aggregated path. Both kernels compute
     mom = momentum * mom - lr * (rescale_grad * clip(grad) + wd * weight);  weight += mom
 
 so the numbers are MXNet's SGD's; lr_mult / wd_mult, the lr scheduler and
-multi-precision (fp16 weights, left to MXNet) behave as in ``sgd``.
+multi-precision (fp16 weights, left to MXNet) behave as in ``sgd``. A row_sparse
+gradient (Partial FC's sampled class centres, ``--sample-ratio``) takes the same
+single-tensor kernel with ``lazy_update``: only its rows, their momentum and their
+weight decay move.
 """
 import os
 import pickle
@@ -27,13 +30,15 @@ LARGE_TENSOR = 1 << 20  # elements; a classifier matrix is tens of millions, a c
 
 @Optimizer.register
 class FaceSGD(SGD):
-    """``sgd`` with tensors of >= :data:`LARGE_TENSOR` elements updated by the threaded single-tensor kernel."""
+    """``sgd`` with tensors of >= :data:`LARGE_TENSOR` elements (and row_sparse gradients, lazily)
+    updated by the threaded single-tensor kernel."""
 
     def _update_impl(self, indices, weights, grads, states, multi_precision=False):
         if not isinstance(indices, (tuple, list)):
             indices, weights, grads, states = [indices], [weights], [grads], [states]
         large = [k for k, (w, g) in enumerate(zip(weights, grads))
-                 if not multi_precision and w.size >= LARGE_TENSOR and w.stype == g.stype == "default"]
+                 if not multi_precision and w.stype == "default"
+                 and (g.stype == "row_sparse" or (w.size >= LARGE_TENSOR and g.stype == "default"))]
         if not large:
             return super()._update_impl(indices, weights, grads, states, multi_precision)
         small = [k for k in range(len(indices)) if k not in large]
@@ -47,7 +52,8 @@ class FaceSGD(SGD):
     def _update_large(self, index, weight, grad, state):
         self._update_count([index])
         lr, wd = self._get_lrs([index])[0], self._get_wds([index])[0]
-        kwargs = dict(rescale_grad=self.rescale_grad, lr=lr, wd=wd)
+        # lazy_update: with a row_sparse gradient only its rows (and their momentum) are updated
+        kwargs = dict(rescale_grad=self.rescale_grad, lr=lr, wd=wd, lazy_update=True)
         if self.clip_gradient:
             kwargs["clip_gradient"] = self.clip_gradient
         if state is not None:

@@ -17,7 +17,7 @@ from ..atomic import check_writable_dir
 from ..checkpoints import checkpoint_name, load_arrays, load_checkpoint, load_params
 from ..embedder import Embedder
 from . import cluster_watch, optimizer
-from .callbacks import CheckpointPolicy, LrBatchEpochLog, VerifyAndSave
+from .callbacks import CheckpointPolicy, LrBatchEpochLog, SpeedLog, VerifyAndSave
 from .checkpoint import RESUME, clear_run_leftovers, refuse_overwrite, resume_point, save_set, settled_params
 from .contexts import get_contexts
 from .online_teacher import ScheduledTeacherIter, schedule_teacher_dim
@@ -25,6 +25,7 @@ from .schedule import StepScheduler, parse_lr_steps
 from .settings import resolve
 from .signals import StopRequest
 from .teacher_centres import load_teacher_centres
+from .partial_fc import class_sampler
 
 
 def open_training_set(cfg, spec):
@@ -157,7 +158,7 @@ class Trainer:
         if args.seed is not None:
             mx.random.seed(args.seed)
             np.random.seed(args.seed)
-        self.contexts = get_contexts(args.cpu_contexts)
+        self.contexts = get_contexts(args.cpu_contexts, work="training")
         self.prefix = run_prefix(cfg)
         prepare_run_folder(self.prefix, cfg.ckpt, args.resume)
         self.dataset = open_training_set(cfg, self.spec)
@@ -177,6 +178,7 @@ class Trainer:
             source = "--resume " + self.prefix if resume is not None else f"--pretrained {args.pretrained}"
             check_loaded_shapes(self.symbol, self.train_iter.provide_data, self.train_iter.provide_label,
                                 self.arg_params, self.aux_params, source, len(self.contexts))
+        self.classes = class_sampler(settings, self.spec, len(self.contexts), self.kv, args.seed)  # --sample-ratio
         self.module = self.schedule = None
 
     def _resume_point(self):
@@ -215,16 +217,17 @@ class Trainer:
 
     def _make_module(self):
         s = self.settings
-        module = mx.mod.Module(self.symbol, context=self.contexts, data_names=["data"],
+        module = mx.mod.Module(self.symbol, context=self.contexts, data_names=self.classes.data_names(["data"]),
                                label_names=["softmax_label"], fixed_param_names=self.fixed)
-        module.bind(data_shapes=self.train_iter.provide_data, label_shapes=self.train_iter.provide_label,
-                    for_training=True)
+        module.bind(data_shapes=self.classes.data_shapes(self.train_iter.provide_data),
+                    label_shapes=self.train_iter.provide_label, for_training=True)
         module.init_params(initializer=symbols.network_initializer(s), arg_params=self.arg_params,
                            aux_params=self.aux_params, allow_missing=True, allow_extra=True)
         workers = self.kv.num_workers if "dist" in self.kv.type and "sync" in self.kv.type else 1
         self.schedule = StepScheduler(s.lr, self.lr_steps, begin_step=self.begin_step)
         # The optimizer sets the scheduler's base_lr to learning_rate: pass the base, not the current lr.
-        optimizer.init_sgd(module, self.kv, len(self.contexts), learning_rate=s.lr, momentum=s.mom,
+        optimizer.init_sgd(module, self.classes.kvstore(self.kv, len(self.contexts)), len(self.contexts),
+                           learning_rate=s.lr, momentum=s.mom,
                            wd=s.wd, rescale_grad=1.0 / (len(self.contexts) * workers),
                            lr_scheduler=self.schedule, begin_num_update=self.begin_step)
         return module
@@ -315,7 +318,7 @@ class Trainer:
         saves = verifier is not None and s.ckpt != 0
         metric = mx.metric.CompositeEvalMetric(losses.head_metrics(self.symbol))
         objective = losses.objective_index(self.symbol)
-        speedometer = mx.callback.Speedometer(self.batch_size, s.frequent, auto_reset=True)
+        speedometer = SpeedLog.for_run(s, self.train_iter, self.batch_size)  # logs the total steps
         lr_log = LrBatchEpochLog(self.schedule)
         step = self.begin_step
         last_verified = None
@@ -330,6 +333,7 @@ class Trainer:
                 metric.reset()
                 for nbatch, batch in enumerate(self.train_iter, start=done):
                     step += 1
+                    batch = self.classes.prepare(batch, step)  # Partial FC: this step's sampled classes
                     self.module.forward_backward(batch)
                     self.module.update_metric(metric, batch.label)
                     self._check_finite(step, objective)
@@ -373,11 +377,17 @@ def setup_logging():
         root.addHandler(handler)
 
 
-def main(argv=None):
+def main(argv=None, script_config=None):
+    """``script_config``: the config.py beside the running train.py (read when --config is not given)."""
     from .args import parse_args
+    from .run_log import RunLog
 
     setup_logging()
-    args, cfg = parse_args(argv)
-    logging.info("called with %s", vars(args))
-    Trainer(cfg, args).run()
+    with RunLog() as run_log:  # <run folder>/train.log, once the run is accepted
+        args, cfg = parse_args(argv, script_config)
+        logging.info("config: tables from %s", cfg.config_file)
+        logging.info("called with %s", vars(args))
+        trainer = Trainer(cfg, args)
+        run_log.open(trainer.prefix, append=args.resume, write=trainer.kv.rank == 0)
+        trainer.run()
     return 0
