@@ -411,7 +411,7 @@ class Workspace:
 
     Layout: ``<out>/synthetic`` (hard labels), ``<out>/synthetic_soft`` (teacher embeddings),
     ``<out>/models/<network>-<loss>-<dataset>/`` (checkpoint, ``train.log``, ``training.png``),
-    ``<out>/logs`` (data preparation and evaluation logs).
+    ``<out>/logs`` (data preparation, training console and evaluation logs).
     """
 
     def __init__(self, runner, out, seed=0, frequent=20):
@@ -440,13 +440,14 @@ class Workspace:
         loss = loss_args[loss_args.index("--loss") + 1]
         dataset = "synthetic_soft" if soft else "synthetic"
         folder = os.path.join(self.models_root, f"{network}-{loss}-{dataset}")
-        log = os.path.join(folder, "train.log")
+        console = os.path.join(self.logs, f"{network}-{loss}-{dataset}.log")  # stdout + stderr as printed
         args = ["--network", network] + list(extra) + list(loss_args) + [
             "--dataset", dataset, "--data-dir", self._r(self.soft_dir if soft else self.data_dir),
             "--models-root", self._r(self.models_root)] + budget.flags() + [
             "--ckpt", 3, "--frequent", self.frequent, "--seed", self.seed]
-        self.runner.run("recognition/train.py", args, log, label=tag or f"train {network} {loss}")
-        return TrainedModel(network, loss, os.path.join(folder, "model"), 1, log)
+        self.runner.run("recognition/train.py", args, console, label=tag or f"train {network} {loss}")
+        # the trainer's own train.log beside the checkpoint (timestamped lines)
+        return TrainedModel(network, loss, os.path.join(folder, "model"), 1, os.path.join(folder, "train.log"))
 
     def save_embeddings(self, teacher):
         self.runner.run("data_prepare/save_embeddings.py", [

@@ -285,7 +285,7 @@ def test_workspace_builds_the_commands(tmp_path):
         ["--network", "y2", "--emb-size", "512", "--loss", "arcface", "--loss-s", "32.0", "--loss-m2", "0.3",
          "--dataset", "synthetic", "--data-dir", "out/synthetic", "--models-root", "out/models",
          "--max-steps", "10", "--per-batch-size", "8", "--verbose", "5", "--lr", "0.1", "--lr-steps", "8",
-         "--ckpt", "3", "--frequent", "5", "--seed", "3"], "out/models/y2-arcface-synthetic/train.log", "t")
+         "--ckpt", "3", "--frequent", "5", "--seed", "3"], "out/logs/y2-arcface-synthetic.log", "t")
     assert runner.calls[2][1] == ["--model", "out/models/y2-arcface-synthetic/model,1", "--data-dir", "out/synthetic",
                                   "--out", "out/synthetic_soft", "--overwrite"]
     assert runner.calls[3][1][:12] == ["--network", "y1", "--loss", "margin_distillation", "--loss-s", "32.0",
