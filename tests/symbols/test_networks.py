@@ -12,7 +12,8 @@ from facekd.symbols.flops import count_flops, count_params
 from facekd.symbols.pocketnet import factorized_reduce
 
 EMB = {"y1": 512, "y2": 256, "r18": 512, "r34": 512, "r50": 512, "r100": 512,
-       "pocketnets128": 128, "pocketnets256": 256, "pocketnetm128": 128, "pocketnetm256": 256}
+       "pocketnets128": 128, "pocketnets256": 256, "pocketnetm128": 128, "pocketnetm256": 256,
+       "pocketnet": 128}  # pocketnet: any genotype (--genotype), PocketNetS-128 by default
 
 # spec/networks.md "Reference sizes" and the PocketNet table: (network, overrides, mode, FLOPs, params)
 TABLE = [

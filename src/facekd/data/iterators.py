@@ -249,7 +249,8 @@ class _BatchedIter(mx.io.DataIter):
 class FaceImageIter(_BatchedIter):
     """Shuffled, augmented, prefetched batches of a RecordDataset (or a dataset folder).
 
-    ``images_filter`` > 0 drops classes with fewer images; ``part_index`` /
+    ``images_filter`` > 0 drops classes with fewer images; ``keys`` (image keys) draws
+    from those images only (the architecture search's halves); ``part_index`` /
     ``num_parts`` keep one contiguous shard of the image keys (one per dist
     worker). The last partial batch is dropped. ``.label_layout`` and
     ``.num_classes`` describe the labels; ``.keys`` are this shard's image keys.
@@ -257,12 +258,17 @@ class FaceImageIter(_BatchedIter):
 
     def __init__(self, dataset, batch_size, data_shape=(3, 112, 112), shuffle=True, rand_mirror=True,
                  color_jitter=0, cutoff=False, images_filter=0, part_index=0, num_parts=1, seed=None,
-                 decode_threads=2, prefetch=2):
+                 decode_threads=2, prefetch=2, keys=None):
         super().__init__(dataset, batch_size, data_shape, rand_mirror, color_jitter, cutoff,
                          seed, decode_threads, prefetch)
         try:
             self.shuffle = bool(shuffle)
-            if images_filter and images_filter > 0:
+            if keys is not None:
+                keys = np.sort(np.asarray(keys, dtype=np.int64))
+                if len(keys) and (keys[0] < 1 or keys[-1] > self.dataset.num_images):
+                    raise FaceKDError(f"image keys {keys[0]}..{keys[-1]} lie outside the "
+                                      f"{self.dataset.num_images} images of {self.dataset.folder}")
+            elif images_filter and images_filter > 0:
                 _, groups = keys_by_class(self.dataset)
                 kept = [g for g in groups if len(g) >= images_filter]
                 if not kept:
