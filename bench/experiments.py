@@ -324,7 +324,7 @@ def apply_quick_data(args):
 
 
 # Softer margin settings than the published s=64, m=0.5, which stall for minutes from
-# scratch on the small synthetic set (README, 'The synthetic dataset'). Every method gets the same scale
+# scratch on the small synthetic set (docs/synthetic.md). Every method gets the same scale
 # and margin so that the comparison is fair.
 SCALE = 32.0
 MARGIN = 0.3

@@ -1,4 +1,4 @@
-"""Backbones: shapes, sizes against spec/networks.md's table, names, init, normalisation."""
+"""Backbones: shapes, sizes against the reference parameter and FLOP counts, names, init, normalisation."""
 import json
 
 import mxnet as mx
@@ -15,7 +15,8 @@ EMB = {"y1": 512, "y2": 256, "r18": 512, "r34": 512, "r50": 512, "r100": 512,
        "pocketnets128": 128, "pocketnets256": 256, "pocketnetm128": 128, "pocketnetm256": 256,
        "pocketnet": 128}  # pocketnet: any genotype (--genotype), PocketNetS-128 by default
 
-# spec/networks.md "Reference sizes" and the PocketNet table: (network, overrides, mode, FLOPs, params)
+# The networks' reference sizes, within 1% (docs/decisions.md, "Networks"), and PocketNet's published
+# table: (network, overrides, mode, FLOPs, params)
 TABLE = [
     ("y1", {}, "conv_fc", 440.2e6, 1.193e6),
     ("y1", {"emb_size": 128, "net_act": "prelu"}, "conv_fc", 439.8e6, 1.003e6),

@@ -1,6 +1,6 @@
 """The one place that knows what a label row means.
 
-Label layouts are told apart by their width w (README, 'Data formats'):
+Label layouts are told apart by their width w (docs/formats.md):
 
 * w == 1 (scalar): the class id;
 * w == 2: ``[class, aligned]`` as written by insightface's face2rec2; class = label[0];

@@ -1,6 +1,6 @@
 """The insightface training-set layout over MXNet's own ``mx.recordio``.
 
-For N images of K identities (README, 'Data formats'):
+For N images of K identities (docs/formats.md):
 
 * key 0: header label ``[N+1, N+1+K]``, empty payload;
 * keys 1..N: one encoded image each, with its label (scalar, ``[class, aligned]``

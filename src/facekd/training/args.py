@@ -174,7 +174,7 @@ def validate(args, cfg, env=None):
         missing = [name for name in PS_VARIABLES if not env.get(name)]
         if missing:
             raise FaceKDError(f"--kvstore {cfg.kvstore} runs over a parameter server, but {', '.join(missing)} "
-                              "are not set; start every process with MXNet's tools/launch.py (README, 'Devices'), "
+                              "are not set; start the job with recognition/launch.py (docs/training.md, 'Several machines'), "
                               "or use --kvstore device on one machine")
 
 

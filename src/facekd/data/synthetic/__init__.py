@@ -1,4 +1,4 @@
-"""Procedurally drawn faces: a training set and held-out verification targets (README, 'The synthetic dataset').
+"""Procedurally drawn faces: a training set and held-out verification targets (docs/synthetic.md).
 
 Identity lives only in the face (:mod:`.identity`); everything else is drawn
 fresh for every image (:mod:`.nuisance`); :mod:`.render` draws, :mod:`.plan`
