@@ -183,7 +183,7 @@ def test_resume_without_a_complete_set_fails(trained):
     ('{"step": 2, "rounds"', r"model-0001\.json: not a readable checkpoint meta"),
     ('{"step": "twenty", "rounds": 1, "highest_last": 0.5, "highest_sum": 1.0}',
      r"model-0001\.json: 'step' is 'twenty', expected an integer >= 0"),
-    ('[2, 1]', r"model-0001\.json: expected a JSON object of the run's state, got a list"),
+    ('[2, 1]', r"model-0001\.json: expected a JSON object \(checkpoint meta\), got a list"),
     ('{"rounds": 1, "highest_last": 0.5, "highest_sum": 1.0}', r"model-0001\.json: 'step' is missing"),
     ('\udcff', r"model-0001\.json: not a readable checkpoint meta"),
 ])

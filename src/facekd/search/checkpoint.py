@@ -8,11 +8,11 @@ each file), written atomically in that order by the trainer's checkpoint writer
 (``training.checkpoint.save_set``): a crash at any byte leaves the previous complete set
 or no usable set, never a mixed one.
 """
-import json
 import os
 
 from ..checkpoints import load_arrays, load_params, symbol_path
 from ..errors import FaceKDError
+from ..jsonfile import read_json_object
 from ..training.checkpoint import RESUME, STATES_EXT, _sha256, save_set, set_stem
 
 NAME = "search"
@@ -53,13 +53,7 @@ def read_meta(out, settings):
     fix = f"start a new search with another --out (or without --resume after moving {out} away)"
     if not os.path.isfile(path):
         raise FaceKDError(f"--resume: {path} not found: {out} holds no complete search state; {fix}")
-    try:
-        with open(path, "rb") as f:
-            meta = json.loads(f.read().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise FaceKDError(f"--resume: {path} is not a readable search state ({exc}); {fix}") from None
-    if not isinstance(meta, dict):
-        raise FaceKDError(f"--resume: {path}: expected a JSON object; {fix}")
+    meta = read_json_object(path, "search state", fix, where=f"--resume: {path}")
     for key, kind in _FIELDS.items():
         value = meta.get(key)
         if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and value < 0):

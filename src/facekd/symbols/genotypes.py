@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Tuple
 
 from ..errors import FaceKDError
+from ..jsonfile import read_json
 
 FORMAT = "facekd-genotype"
 VERSION = 1
@@ -125,12 +126,7 @@ def load(path):
     if os.path.getsize(path) > MAX_BYTES:
         raise FaceKDError(f"{path}: {os.path.getsize(path)} bytes is far too large for a genotype file; "
                           "give the genotype.json that recognition/search.py wrote")
-    try:
-        with open(path, "rb") as f:
-            obj = json.loads(f.read().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise FaceKDError(f"{path}: not a readable genotype JSON file ({exc}); "
-                          "give the genotype.json that recognition/search.py wrote") from None
+    obj = read_json(path, "genotype JSON file", "give the genotype.json that recognition/search.py wrote")
     return from_json(obj, path)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from ..atomic import atomic_path, clear_leftovers
 from ..checkpoints import available_epochs, checkpoint_name, symbol_path
 from ..errors import FaceKDError
+from ..jsonfile import read_json_object
 
 
 RESUME = "resume"  # <prefix>-resume.*: the run's latest state, written every round and on a stop
@@ -113,13 +114,7 @@ def read_checkpoint_meta(prefix, number):
            f"{os.path.basename(stem)}.* files away to resume from an earlier checkpoint")
     if not os.path.isfile(path):
         raise FaceKDError(f"{path}: no training meta beside the checkpoint (file not found); {fix}")
-    try:
-        with open(path, "rb") as f:
-            meta = json.loads(f.read().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise FaceKDError(f"{path}: not a readable checkpoint meta ({exc}); {fix}") from None
-    if not isinstance(meta, dict):
-        raise FaceKDError(f"{path}: expected a JSON object of the run's state, got a {type(meta).__name__}; {fix}")
+    meta = read_json_object(path, "checkpoint meta", fix)
     for key, (types, ok, what, required) in _META_FIELDS.items():
         if key not in meta:
             if required:
