@@ -145,11 +145,7 @@ def main(argv=None):
 
     seconds = time.perf_counter() - start
     text = report(rows, args, budget, teacher_budget, seconds, command, runner)
-    md = ex.write_text(os.path.join(ws.out, "results.md"), text)
-    png = ex.plot_accuracy_bars(rows, ex.TARGETS, os.path.join(ws.out, "results.png"),
-                                title=f"y1 students, {budget.samples} training images each")
-    print("\n" + text)
-    print(f"written {runner.rel(md)} and {runner.rel(png)}")
+    ex.write_results(ws.out, text, rows, f"y1 students, {budget.samples} training images each", runner)
     return 0
 
 

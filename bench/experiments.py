@@ -59,6 +59,14 @@ def write_text(path, text):
     return path
 
 
+
+def write_results(out, text, rows, title, runner):
+    """A comparison's ``results.md`` (``text``) and ``results.png`` (bars of ``rows``) in ``out``, both printed."""
+    md = write_text(os.path.join(out, "results.md"), text)
+    png = plot_accuracy_bars(rows, TARGETS, os.path.join(out, "results.png"), title=title)
+    print("\n" + text)
+    print(f"written {runner.rel(md)} and {runner.rel(png)}")
+
 class CommandRunner:
     """Runs the repository's scripts with this interpreter from the repository root.
 

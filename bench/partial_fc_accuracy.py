@@ -151,12 +151,8 @@ def main(argv=None):
 
     lines = verdicts(rows, args.sample_ratio)
     text = report(table, lines, args, budget, teacher_budget, time.perf_counter() - start, command, runner)
-    md = ex.write_text(os.path.join(ws.out, "results.md"), text)
-    png = ex.plot_accuracy_bars(table, ex.TARGETS, os.path.join(ws.out, "results.png"),
-                                title=f"y1 students, r = {args.sample_ratio:g} and every centre, "
-                                      f"{budget.samples} images")
-    print("\n" + text)
-    print(f"written {runner.rel(md)} and {runner.rel(png)}")
+    ex.write_results(ws.out, text, table, f"y1 students, r = {args.sample_ratio:g} and every centre, "
+                     f"{budget.samples} images", runner)
     return 0
 
 

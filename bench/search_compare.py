@@ -122,12 +122,8 @@ def main(argv=None):
                                           "train the searched genotype"))]
     seconds = time.perf_counter() - start
     text = report(args, rows, searched, search_seconds, budget, seconds, command, runner)
-    md = ex.write_text(os.path.join(ws.out, "results.md"), text)
-    png = ex.plot_accuracy_bars(rows, ex.TARGETS, os.path.join(ws.out, "results.png"),
-                                title=f"{args.train_layers} cells of C={args.train_channels}, "
-                                      f"{budget.samples} training images each")
-    print("\n" + text)
-    print(f"written {runner.rel(md)} and {runner.rel(png)}")
+    ex.write_results(ws.out, text, rows, f"{args.train_layers} cells of C={args.train_channels}, "
+                     f"{budget.samples} training images each", runner)
     return 0
 
 

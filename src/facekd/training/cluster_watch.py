@@ -149,6 +149,7 @@ class Hub(threading.Thread):
     def _check(self, now):
         for peer in self.peers:
             if not peer.done and now - peer.seen > self.job.timeout:
+                self.peers.remove(peer)  # silent: not told, not waited for
                 self._fail(f"lost {peer.name}: no heartbeat for {now - peer.seen:.0f} s "
                            f"(FACEKD_WATCH_TIMEOUT={self.job.timeout:g})")
         if len(self.peers) + self.finished < self.job.nodes and now - self.started > self.job.start_timeout:
@@ -164,8 +165,25 @@ class Hub(threading.Thread):
 
     def _fail(self, reason):
         self._broadcast(f"lost {reason}\n".encode("ascii", "replace"))
+        self._linger()
         _lost(f"kvstore job: {reason}; the scheduler exits, and so does every other process of the job. "
               "Resume with --resume once every machine is back")
+
+    def _linger(self, seconds=3.0):
+        """Let the others read the news before this process goes: a socket closed with unread
+        heartbeats in it is reset, and a reset can discard what the other side had not read yet.
+        Reads and drops what arrives until every other process closed its end, or ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while self.peers and time.monotonic() < deadline:
+            readable, _, _ = select.select([p.sock for p in self.peers], [], [], 0.1)
+            for sock in readable:
+                try:
+                    data = sock.recv(4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    self.peers = [p for p in self.peers if p.sock is not sock]
+                    sock.close()
 
     def finish(self):
         """The scheduler's role is over: the processes still connected stop watching."""
