@@ -1,15 +1,19 @@
 """Compare the distillation methods on the synthetic dataset (the seed's table, synthetic targets as columns).
 
 From one teacher and one soft dataset, train the y1 student with arcface (no teacher)
-and with every distillation method under the same budget (steps x batch images).
-The triplet methods fine-tune from the arcface student (--pretrained), as in the seed,
-with the same budget again. Accuracies are those of each saved checkpoint, from the
-verification round the trainer logs. Writes ``results.md`` and ``results.png`` in --out.
+and with every distillation method under the same budget (steps x batch images), once per
+student seed (--seeds; the data and the teacher stay fixed). The triplet methods fine-tune
+from the arcface student of the same seed (--pretrained), as in the seed, with the same
+budget again. Each row is the mean ± std over the seeds of the accuracy of each saved
+checkpoint (from the verification round its training logged); a mark says where a method
+differs from arcface by more than their combined spread. The teacher is trained once per
+command line and cached (bench/teacher_cache.py); it is evaluated by
+recognition/eval/verification.py on the same targets. Writes ``results.md`` and
+``results.png`` in --out.
 
-    python -u bench/compare_methods.py                       # ~25-35 min on 2 CPU cores
-    python -u bench/compare_methods.py --quick               # every method on tiny sizes (~3 min)
-    python -u bench/compare_methods.py --teacher demo_out/models/y2-arcface-synthetic/model,1 \\
-        --data-dir demo_out/synthetic --soft-dir demo_out/synthetic_soft   # reuse the demo's teacher
+    python -u bench/compare_methods.py                       # 3 seeds; ~75 min on the slower 2-core machine
+    python -u bench/compare_methods.py --quick               # every method on tiny sizes, 2 seeds (~5 min)
+    python -u bench/compare_methods.py --seeds 0,1,2,3,4 --methods arcface,margin_distillation
 """
 import argparse
 import datetime
@@ -20,11 +24,13 @@ import sys
 import time
 
 import experiments as ex  # bench/experiments.py, beside this script
-from facekd.errors import FaceKDError, run_cli
 from facekd.checkpoints import parse_model_arg
+from facekd.errors import FaceKDError, run_cli
+from teacher_cache import TeacherCache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEACHER_NETWORK = ["--net-act", "relu", "--emb-size", "512"]
+TEACHER_NETWORK = ex.TEACHER_NETWORK
+BASE = "arcface"  # the row every method is compared with
 
 
 def parse_args(argv=None):
@@ -33,26 +39,41 @@ def parse_args(argv=None):
                                 epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "out", "compare"),
                    help="output folder; its comparison subfolders are replaced (default %(default)s)")
-    p.add_argument("--steps", type=int, default=300, help="training steps of every student run")
+    p.add_argument("--steps", type=int, default=150, help="training steps of every student run")
     p.add_argument("--batch-size", type=int, default=32,
                    help="images per step (triplet runs: the nearest lower multiple of 3, more steps)")
-    p.add_argument("--teacher-steps", type=int, default=300)
+    p.add_argument("--teacher-steps", type=int, default=ex.TEACHER_STEPS)
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated student seeds (at least 2)")
     p.add_argument("--methods", default=",".join(ex.METHODS),
                    help="comma-separated methods; triplet methods need arcface")
     p.add_argument("--triplet-lr", type=float, default=ex.TRIPLET_LR, help="lr of the triplet fine-tuning")
     p.add_argument("--triplet-bag-batches", type=int, default=20, help="triplet bag size in batches")
-    ex.add_data_arguments(p, pairs=600)
+    ex.add_data_arguments(p, pairs=ex.COMPARISON_PAIRS, target_images=ex.COMPARISON_TARGET_IMAGES)
     p.add_argument("--teacher", default="", help="reuse this teacher 'prefix,epoch' (with --data-dir, --soft-dir)")
     p.add_argument("--data-dir", default="", help="reuse: the hard-label synthetic dataset of the teacher")
     p.add_argument("--soft-dir", default="", help="reuse: the teacher's soft dataset of --data-dir")
+    p.add_argument("--no-cache", action="store_true",
+                   help="train the teacher even if the cache holds this command's run (and do not store it)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks that every method runs")
     return p.parse_args(argv)
+
+
+def parse_seeds(text):
+    """The --seeds list: distinct non-negative integers, at least 2."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise FaceKDError(f"--seeds {text!r}: give comma-separated integers, e.g. 0,1,2") from None
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise FaceKDError(f"--seeds {text!r}: give at least 2 distinct non-negative seeds (a spread needs them)")
+    return seeds
 
 
 def apply_quick(args):
     ex.apply_quick_data(args)
     args.steps = args.teacher_steps = 20
     args.triplet_bag_batches = 5
+    args.seeds = "0,1"
 
 
 def reused_teacher(ws, args):
@@ -79,31 +100,80 @@ def reused_teacher(ws, args):
     return ex.TrainedModel(network, "arcface", prefix, epoch, log)
 
 
-def build_teacher(ws, args, teacher_budget):
-    """Synthetic dataset, y2 teacher and soft dataset under --out."""
-    ws.make_synthetic(args.identities, args.images_per_identity, args.val_identities, args.pairs)
-    teacher = ws.train("y2", ex.loss_flags("arcface"), teacher_budget, extra=TEACHER_NETWORK, tag="train teacher")
+def build_teacher(ws, args, teacher_budget, cache=None):
+    """Synthetic dataset, y2 teacher (through ``cache`` when given) and soft dataset under --out.
+
+    Returns (TrainedModel, cache record or None)."""
+    ws.make_synthetic(args.identities, args.images_per_identity, args.val_identities, args.pairs,
+                      getattr(args, "target_images", 0))
+    teacher, record = ws.train_cached(cache, ex.TEACHER_NET, ex.loss_flags("arcface"), teacher_budget,
+                                      extra=TEACHER_NETWORK, tag="train teacher")
     ws.save_embeddings(teacher)
-    return teacher
+    return teacher, record
 
 
-def report(rows, args, budget, teacher_budget, seconds, command, runner):
-    """The markdown saved beside the chart: command, date, wall time, settings, table, per-run times."""
+def seed_space(ws, seed):
+    """A Workspace of one student seed: the shared data, its own models and logs folders."""
+    space = ex.Workspace(ws.runner, ws.out, seed=seed, frequent=ws.frequent)
+    space.data_dir, space.soft_dir = ws.data_dir, ws.soft_dir
+    space.models_root = os.path.join(ws.models_root, f"seed{seed}")
+    space.logs = os.path.join(ws.logs, f"seed{seed}")
+    return space
+
+
+def train_method(space, method, teacher, budget, args, arcface_model):
+    """One student of ``method`` in ``space`` (the triplet methods fine-tune ``arcface_model``)."""
+    flags = ex.loss_flags(method, space.model_arg(teacher))
+    tag = f"seed {space.seed}: {method}"
+    if method in ex.TRIPLET_METHODS:
+        tb, bag = ex.triplet_budget(budget, args.triplet_lr, args.triplet_bag_batches)
+        extra = ["--pretrained", space.runner.rel(arcface_model.prefix), "--pretrained-epoch", arcface_model.epoch,
+                 "--triplet-bag-size", bag]
+        return space.train("y1", flags, tb, soft=True, extra=extra, tag=tag)
+    return space.train("y1", flags, budget, soft=method != "arcface", tag=tag)
+
+
+def per_run_table(runs, targets):
+    """Every student run: method, seed, fold mean ± fold std per target."""
+    lines = ["| method | seed | " + " | ".join(targets) + " |", "|" + " --- |" * (2 + len(targets))]
+    for method, by_seed in runs.items():
+        for seed, acc in by_seed.items():
+            lines.append(f"| {ex.METHOD_TITLES[method]} | {seed} | " +
+                         " | ".join(ex.format_accuracy(acc[t]) for t in targets) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def teacher_text(args, record):
+    if args.teacher:
+        return f"Teacher: reused {args.teacher}."
+    cached = (f" Its run came from the teacher cache: trained {record['date']} in {record['seconds'] / 60:.1f} min "
+              "by the same command." if record and record.get("restored") else
+              " Trained by this run (and stored in the teacher cache)." if record else " Trained by this run.")
+    return (f"Teacher: {ex.TEACHER_NET} ({' '.join(TEACHER_NETWORK)}) trained with arcface for "
+            f"{args.teacher_steps} steps x {args.batch_size} on {args.identities} identities x "
+            f"{args.images_per_identity} images.{cached}")
+
+
+def report(rows, run_table, args, seeds, budget, seconds, command, runner, record):
     tb, _ = ex.triplet_budget(budget, args.triplet_lr, args.triplet_bag_batches)
+    pool = (f", drawn from {args.target_images} images per held-out identity and profile (images are reused "
+            "across pairs, as in LFW)" if args.target_images else "")
     return "\n".join([
         "# Distillation methods on the synthetic dataset", "",
         f"Command: `{command}`  ", f"Date: {datetime.date.today().isoformat()}  ",
         f"Wall time: {seconds / 60:.1f} min on {os.cpu_count()} CPU cores", "",
-        ex.recipe_text(budget, None if args.teacher else teacher_budget) + ".", "",
-        (f"Teacher: reused {args.teacher}." if args.teacher else
-         f"Teacher: y2 ({' '.join(TEACHER_NETWORK)}) trained with arcface by this command on "
-         f"{args.identities} identities x {args.images_per_identity} images; targets of {args.pairs} pairs "
-         f"from {args.val_identities} held-out identities."), "",
+        ex.recipe_text(budget) + ".", "",
+        teacher_text(args, record), "",
         f"Every student is y1 with {budget.steps} steps x {budget.batch} images ({budget.samples} images); "
-        f"the triplet methods fine-tune the arcface student for {tb.steps} steps x {tb.batch} images "
-        f"(lr {tb.lr:g}). Accuracy-Flip in % (10 folds, mean ± std; chance 50) of each saved checkpoint, "
-        "from the verification round its training logged.", "",
+        f"the triplet methods fine-tune the arcface student of their seed for {tb.steps} steps x {tb.batch} "
+        f"images (lr {tb.lr:g}). Targets: {args.pairs} pairs each from {args.val_identities} held-out "
+        f"identities{pool}.", "",
+        f"Accuracy-Flip in %. Student rows: mean ± std over {len(seeds)} seeds ({', '.join(map(str, seeds))}; "
+        "each seed's accuracy is the mean of its 10 folds); the teacher row is one run, ± its fold std. "
+        f"{ex.ABOVE} / {ex.BELOW}: above / below arcface by more than the combined spread "
+        "sqrt(std² + std_arcface²).", "",
         ex.markdown_table(rows, ex.TARGETS),
+        "Every run (fold mean ± fold std):", "", run_table,
         "Wall time per command:", "", "```", ex.format_timings(runner.timings), "```", ""])
 
 
@@ -112,6 +182,7 @@ def main(argv=None):
     command = shlex.join(["python", "-u", "bench/compare_methods.py"] + list(sys.argv[1:] if argv is None else argv))
     if args.quick:
         apply_quick(args)
+    seeds = parse_seeds(args.seeds)
     methods = ex.order_methods(args.methods.split(","))
     start = time.perf_counter()
     runner = ex.CommandRunner(ROOT)
@@ -120,32 +191,41 @@ def main(argv=None):
     for folder in (ws.models_root, ws.logs) + (() if teacher else (ws.data_dir, ws.soft_dir)):
         shutil.rmtree(folder, ignore_errors=True)  # this bench's own outputs from an earlier run
     budget = ex.Budget(steps=args.steps, batch=args.batch_size, verbose=args.steps)
-    teacher_budget = ex.Budget(steps=args.teacher_steps, batch=args.batch_size, verbose=args.teacher_steps)
-    print(f"compare_methods: {', '.join(methods)}; outputs in {runner.rel(ws.out)}/")
-    print(ex.recipe_text(budget, None if teacher else teacher_budget))
+    t_budget = ex.teacher_budget(args.teacher_steps, args.batch_size)
+    print(f"compare_methods: {', '.join(methods)} x seeds {', '.join(map(str, seeds))}; "
+          f"outputs in {runner.rel(ws.out)}/")
+    print(ex.recipe_text(budget, None if teacher else t_budget))
 
-    teacher = teacher or build_teacher(ws, args, teacher_budget)
-    rows = [ex.result_row(f"{teacher.network} teacher (arcface)", teacher,
-                          ex.saved_accuracies(teacher.log, teacher.prefix, teacher.epoch, ex.TARGETS))]
-    trained = {}
+    record = None
+    if teacher is None:
+        cache = None if args.no_cache else TeacherCache()
+        teacher, record = build_teacher(ws, args, t_budget, cache)
+    verified = ws.verify([teacher], ex.TARGETS, os.path.join(ws.models_root, "teacher-roc.png"))
+    rows = [ex.result_row(f"{teacher.network} teacher (arcface)", teacher, verified[teacher.model_arg])]
+    runs = {m: {} for m in methods}
+    for seed in seeds:
+        space, trained = seed_space(ws, seed), {}
+        for method in methods:
+            model = train_method(space, method, teacher, budget, args, trained.get("arcface"))
+            trained[method] = model
+            runs[method][seed] = ex.saved_accuracies(model.log, model.prefix, model.epoch, ex.TARGETS)
+            print(f"\nseed {seed}, {method}: " + ", ".join(
+                f"{t} {ex.format_accuracy(runs[method][seed][t])}" for t in ex.TARGETS))
     for method in methods:
-        flags = ex.loss_flags(method, ws.model_arg(teacher))
-        if method in ex.TRIPLET_METHODS:
-            tb, bag = ex.triplet_budget(budget, args.triplet_lr, args.triplet_bag_batches)
-            base = trained["arcface"]
-            extra = ["--pretrained", runner.rel(base.prefix), "--pretrained-epoch", base.epoch,
-                     "--triplet-bag-size", bag]
-            model = ws.train("y1", flags, tb, soft=True, extra=extra, tag=f"train {method}")
-        else:
-            model = ws.train("y1", flags, budget, soft=method != "arcface", tag=f"train {method}")
-        trained[method] = model
-        rows.append(ex.result_row(ex.METHOD_TITLES[method], model,
-                                  ex.saved_accuracies(model.log, model.prefix, model.epoch, ex.TARGETS)))
-        print(f"\n{ex.markdown_table(rows[-1:], ex.TARGETS)}")
+        accuracy, per_target = ex.over_seeds(list(runs[method].values()), ex.TARGETS)
+        row = ex.result_row(ex.METHOD_TITLES[method], trained[method], accuracy)
+        row.runs = per_target
+        rows.append(row)
+    base = next((r for r in rows[1:] if r.loss == BASE), None)
+    for row in rows[1:]:
+        if base is not None and row is not base:
+            ex.mark_differences(row, base, ex.TARGETS)
 
     seconds = time.perf_counter() - start
-    text = report(rows, args, budget, teacher_budget, seconds, command, runner)
-    ex.write_results(ws.out, text, rows, f"y1 students, {budget.samples} training images each", runner)
+    text = report(rows, per_run_table(runs, ex.TARGETS), args, seeds, budget, seconds, command,
+                  runner, record)
+    ex.write_results(ws.out, text, rows, f"y1 students, {budget.samples} training images each, "
+                     f"{len(seeds)} seeds (whiskers: std over seeds)", runner)
     return 0
 
 

@@ -212,18 +212,50 @@ def network_size(prefix, mode="conv_fc"):
 
 @dataclass
 class ResultRow:
-    """One line of a results table: a trained model and its accuracy per target."""
+    """One line of a results table: a trained model and its accuracy per target.
+
+    A row of several seeds holds in ``accuracy`` the mean and the std over the seeds, in ``runs``
+    each seed's accuracy (target -> tuple) and in ``marks`` the sign of its difference to a base row
+    where it exceeds their combined spread (:func:`mark_differences`)."""
     method: str
     network: str
     loss: str
     params: int
     flops: int
     accuracy: dict = field(default_factory=dict)  # target -> Accuracy
+    runs: dict = field(default_factory=dict)  # target -> (accuracy of each seed, ...)
+    marks: dict = field(default_factory=dict)  # target -> ABOVE / BELOW
 
 
-def format_accuracy(a):
-    """Percent with the fold std: ``91.50 ± 2.10``."""
-    return f"{100 * a.acc:.2f} ± {100 * a.std:.2f}"
+ABOVE, BELOW = "▲", "▼"
+
+
+def over_seeds(per_seed, targets):
+    """(target -> Accuracy(mean, std), target -> runs) of several runs' {target: Accuracy}.
+
+    The std is the sample standard deviation (ddof 1) of the runs' accuracies (each the mean of
+    its folds): the spread a rerun with another seed shows."""
+    if len(per_seed) < 2:
+        raise FaceKDError(f"a spread over seeds needs at least 2 runs, got {len(per_seed)}")
+    runs = {t: tuple(float(run[t].acc) for run in per_seed) for t in targets}
+    return {t: Accuracy(float(np.mean(v)), float(np.std(v, ddof=1))) for t, v in runs.items()}, runs
+
+
+def mark_differences(row, base, targets):
+    """Set ``row.marks``: ABOVE / BELOW where ``row`` differs from ``base`` by more than their combined
+    spread ``sqrt(std_row^2 + std_base^2)`` (the std of the difference of two independent runs)."""
+    row.marks = {}
+    for t in targets:
+        a, b = row.accuracy[t], base.accuracy[t]
+        delta = a.acc - b.acc
+        if abs(delta) > float(np.hypot(a.std, b.std)):
+            row.marks[t] = ABOVE if delta > 0 else BELOW
+    return row.marks
+
+
+def format_accuracy(a, mark=""):
+    """Percent with its std: ``91.50 ± 2.10``, and the mark of :func:`mark_differences` if any."""
+    return f"{100 * a.acc:.2f} ± {100 * a.std:.2f}" + (f" {mark}" if mark else "")
 
 
 def markdown_table(rows, targets):
@@ -239,7 +271,7 @@ def markdown_table(rows, targets):
         if missing:
             raise FaceKDError(f"result {r.method!r} has no accuracy on {', '.join(missing)}")
         cells = [r.method, r.network, r.loss, f"{r.params / 1e6:.3f} M", format_flops(r.flops)]
-        cells += [format_accuracy(r.accuracy[t]) for t in targets]
+        cells += [format_accuracy(r.accuracy[t], r.marks.get(t, "")) for t in targets]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -265,13 +297,18 @@ def plot_accuracy_bars(rows, targets, path, title="verification accuracy"):
     for i, r in enumerate(rows):
         acc = [100 * r.accuracy[t].acc for t in targets]
         std = [100 * r.accuracy[t].std for t in targets]
-        ax.bar(x - 0.4 + width * (i + 0.5), acc, width, yerr=std, capsize=2, label=r.method)
+        centre = x - 0.4 + width * (i + 0.5)
+        ax.bar(centre, acc, width, yerr=std, capsize=2, label=r.method)
+        for j, t in enumerate(targets):  # each seed's run as a dot on its bar
+            runs = [100 * v for v in r.runs.get(t, ())]
+            ax.plot([centre[j]] * len(runs), runs, "k.", markersize=3)
     ax.axhline(100 * CHANCE, color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set_xticks(x)
     ax.set_xticklabels(targets)
-    lowest = min(100 * r.accuracy[t].acc for r in rows for t in targets)
+    lowest = min([100 * r.accuracy[t].acc for r in rows for t in targets] +
+                 [100 * v for r in rows for t in targets for v in r.runs.get(t, ())])
     ax.set_ylim(min(45.0, lowest - 5.0), 100.0)
-    ax.set_ylabel("Accuracy-Flip (%)")
+    ax.set_ylabel("Accuracy-Flip (%)" + ("; dots: each seed" if any(r.runs for r in rows) else ""))
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(n + 1, 4))
@@ -313,16 +350,37 @@ class Budget:
 
 
 # The synthetic set of an experiment script, and its tiny --quick sizes.
-QUICK_DATA = dict(identities=40, images_per_identity=10, val_identities=20, pairs=100)
+QUICK_DATA = dict(identities=40, images_per_identity=10, val_identities=20, pairs=100, target_images=0)
+
+# The comparison's set (make demo uses the same, so that both share one cached teacher): 200 training
+# identities x 20 images; targets of 2,000 pairs from 100 held-out identities, drawn from 6 images per
+# identity and profile (LFW-like reuse; the verifier embeds each distinct image once).
+COMPARISON_PAIRS = 2000
+COMPARISON_TARGET_IMAGES = 6
+
+# The teacher of the synthetic experiments: y2 (about twice the student's FLOPs) with relu (MXNet 1.9's
+# CPU PReLU makes y2 train about 10x slower) and a 512-d embedding like the student's (the embedding
+# and centre methods need equal dimensions), trained long enough to be ahead of every student.
+TEACHER_NET = "y2"
+TEACHER_NETWORK = ["--net-act", "relu", "--emb-size", "512"]
+TEACHER_STEPS = 800
 
 
-def add_data_arguments(parser, pairs):
-    """--identities, --images-per-identity, --val-identities, --pairs and --seed of the synthetic set."""
+def teacher_budget(steps, batch):
+    """The teacher's budget: one verification round, at the end (the same for every script, so cacheable)."""
+    return Budget(steps=steps, batch=batch, verbose=steps)
+
+
+def add_data_arguments(parser, pairs, target_images=0):
+    """--identities, --images-per-identity, --val-identities, --pairs, --target-images and --seed of the set."""
     parser.add_argument("--identities", type=int, default=200, help="training identities")
     parser.add_argument("--images-per-identity", type=int, default=20)
     parser.add_argument("--val-identities", type=int, default=100, help="held-out identities of the targets")
     parser.add_argument("--pairs", type=int, default=pairs, help="pairs per verification target")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target-images", type=int, default=target_images,
+                        help="images per held-out identity and profile that the pairs draw from (0: two "
+                             "fresh images per pair)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic set and the teacher")
 
 
 def apply_quick_data(args):
@@ -428,6 +486,7 @@ class Workspace:
         self.soft_dir = os.path.join(self.out, "synthetic_soft")
         self.models_root = os.path.join(self.out, "models")
         self.logs = os.path.join(self.out, "logs")
+        self.train_set = None  # the parameters of the training images, once make_synthetic ran
 
     def _r(self, path):
         return self.runner.rel(path)
@@ -436,15 +495,22 @@ class Workspace:
         """``prefix,epoch`` of a TrainedModel as the commands show it (relative to the root)."""
         return f"{self._r(model.prefix)},{model.epoch}"
 
-    def make_synthetic(self, identities, images_per_identity, val_identities, pairs):
+    def make_synthetic(self, identities, images_per_identity, val_identities, pairs, target_images=0):
+        """data_prepare/make_synthetic.py into ``data_dir``; ``target_images`` > 0 draws the pairs from a pool."""
+        pool = ["--target-images", target_images] if target_images else []
         self.runner.run("data_prepare/make_synthetic.py", [
             "--out", self._r(self.data_dir), "--identities", identities,
             "--images-per-identity", images_per_identity, "--val-identities", val_identities,
-            "--pairs", pairs, "--seed", self.seed, "--montage", self._r(os.path.join(self.out, "montage.png")),
-            "--overwrite"], os.path.join(self.logs, "make_synthetic.log"), label="make_synthetic")
+            "--pairs", pairs] + pool + ["--seed", self.seed,
+                                        "--montage", self._r(os.path.join(self.out, "montage.png")),
+                                        "--overwrite"], os.path.join(self.logs, "make_synthetic.log"),
+            label="make_synthetic")
+        # what train.rec is a function of (the targets are drawn from other streams)
+        self.train_set = {"identities": int(identities), "images_per_identity": int(images_per_identity),
+                          "seed": int(self.seed)}
 
-    def train(self, network, loss_args, budget, soft=False, extra=(), tag=None):
-        """Run recognition/train.py; ``loss_args`` from :func:`loss_flags`. Returns the TrainedModel."""
+    def _train_command(self, network, loss_args, budget, soft, extra):
+        """(train.py arguments, run folder, console log) of one training run."""
         loss = loss_args[loss_args.index("--loss") + 1]
         dataset = "synthetic_soft" if soft else "synthetic"
         folder = os.path.join(self.models_root, f"{network}-{loss}-{dataset}")
@@ -453,9 +519,48 @@ class Workspace:
             "--dataset", dataset, "--data-dir", self._r(self.soft_dir if soft else self.data_dir),
             "--models-root", self._r(self.models_root)] + budget.flags() + [
             "--ckpt", 3, "--frequent", self.frequent, "--seed", self.seed]
-        self.runner.run("recognition/train.py", args, console, label=tag or f"train {network} {loss}")
+        return args, folder, console
+
+    @staticmethod
+    def _trained(network, loss_args, folder):
         # the trainer's own train.log beside the checkpoint (timestamped lines)
+        loss = loss_args[loss_args.index("--loss") + 1]
         return TrainedModel(network, loss, os.path.join(folder, "model"), 1, os.path.join(folder, "train.log"))
+
+    def train(self, network, loss_args, budget, soft=False, extra=(), tag=None):
+        """Run recognition/train.py; ``loss_args`` from :func:`loss_flags`. Returns the TrainedModel."""
+        args, folder, console = self._train_command(network, loss_args, budget, soft, extra)
+        self.runner.run("recognition/train.py", args, console, label=tag or f"train {network} {self._trained(network, loss_args, folder).loss}")
+        return self._trained(network, loss_args, folder)
+
+    def train_cached(self, cache, network, loss_args, budget, extra=(), tag="train teacher"):
+        """:meth:`train` on the hard-label set through a :class:`teacher_cache.TeacherCache` (None: no cache).
+
+        Returns (TrainedModel, record): the record says when the cached run was trained and in how long;
+        it is None when this call trained it and no cache is used."""
+        from teacher_cache import cache_key  # bench/teacher_cache.py
+
+        args, folder, console = self._train_command(network, loss_args, budget, False, extra)
+        model = self._trained(network, loss_args, folder)
+        if cache is None:
+            self.runner.run("recognition/train.py", args, console, label=tag)
+            return model, None
+        if self.train_set is None:
+            raise FaceKDError("a cached teacher needs the synthetic set made first (make_synthetic)")
+        key = cache_key(args, self.train_set)
+        if cache.lookup(key) is not None:
+            start = time.perf_counter()
+            record = dict(cache.restore(key, folder), restored=True)
+            self.runner.timings.append((f"{tag} (cached)", time.perf_counter() - start))
+            print(f"\n$ {self.runner.display('recognition/train.py', args)}\n"
+                  f"teacher cache: this command's run was trained {record['date']} in {record['seconds']:.0f} s; "
+                  f"copied from {cache.folder(key)} (delete it, or pass --no-cache, to train again)")
+            return model, record
+        seconds = self.runner.run("recognition/train.py", args, console, label=tag)
+        record = dict(cache.store(key, folder, self.runner.display("recognition/train.py", args), seconds),
+                      restored=False)
+        print(f"teacher cache: stored as {cache.folder(key)}")
+        return model, record
 
     def save_embeddings(self, teacher):
         self.runner.run("data_prepare/save_embeddings.py", [

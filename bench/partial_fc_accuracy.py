@@ -133,7 +133,8 @@ def main(argv=None):
           f"outputs in {runner.rel(ws.out)}/")
     print(ex.recipe_text(budget, None if teacher else teacher_budget))
 
-    teacher = teacher or cm.build_teacher(ws, args, teacher_budget)
+    if teacher is None:
+        teacher, _ = cm.build_teacher(ws, args, teacher_budget)
     for space in spaces.values():
         space.data_dir, space.soft_dir = ws.data_dir, ws.soft_dir
     table = [ex.result_row(f"{teacher.network} teacher (arcface)", teacher,

@@ -22,6 +22,9 @@ def parse_args(argv=None):
     p.add_argument("--pairs", type=int, default=DEFAULTS.pairs, help="pairs per target, half same (even)")
     p.add_argument("--similar-fraction", type=float, default=DEFAULTS.similar_fraction,
                    help="share of different pairs drawn among look-alikes")
+    p.add_argument("--target-images", type=int, default=DEFAULTS.target_images, metavar="K",
+                   help="images per held-out identity and nuisance profile that the pairs draw from (images are "
+                        "reused across pairs, as in LFW); 0 (default) = two fresh images per pair")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--montage", default=None, help="also write a PNG grid of a few identities here")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="rendering processes")
@@ -35,11 +38,12 @@ def main(argv=None):
     args = parse_args(argv)
     params = SyntheticParams(identities=args.identities, images_per_identity=args.images_per_identity,
                              val_identities=args.val_identities, pairs=args.pairs, seed=args.seed,
-                             similar_fraction=args.similar_fraction)
+                             similar_fraction=args.similar_fraction, target_images=args.target_images)
     s = generate_synthetic(args.out, params, workers=args.workers, overwrite=args.overwrite,
                            montage_path=args.montage, progress=not args.quiet)
     print(f"wrote {s.folder}: {s.num_images} images of {s.num_identities} identities; "
-          f"{', '.join(s.targets)} with {s.pairs} pairs each from {s.val_identities} held-out identities; "
+          f"{', '.join(s.targets)} with {s.pairs} pairs each ({' / '.join(map(str, s.target_images))} distinct "
+          f"images) from {s.val_identities} held-out identities; "
           f"{s.rendered} images in {s.seconds:.1f} s ({images_per_second(s):.0f} img/s)"
           + (f"; montage {args.montage}" if args.montage else ""))
     return 0

@@ -307,3 +307,38 @@ def test_workspace_verify_reads_its_log(tmp_path):
                                   "--batch-size", "16", "--roc", "out/models/roc.png", "--overwrite"]
     assert got[models[0].model_arg]["synth_age"] == ex.Accuracy(0.8, 0.01)
     assert got[models[1].model_arg]["synth_easy"] == ex.Accuracy(0.7, 0.01)
+
+
+# ----------------------------------------------------------------------------- seeds and spreads
+
+def test_over_seeds_is_the_mean_and_sample_std_of_the_runs():
+    runs = [{"a": ex.Accuracy(0.80, 0.04), "b": ex.Accuracy(0.60, 0.05)},
+            {"a": ex.Accuracy(0.90, 0.03), "b": ex.Accuracy(0.60, 0.02)},
+            {"a": ex.Accuracy(0.85, 0.02), "b": ex.Accuracy(0.63, 0.01)}]
+    accuracy, per_target = ex.over_seeds(runs, ("a", "b"))
+    # by hand: mean 0.85, deviations -0.05, 0.05, 0 -> variance 0.005 / 2 -> std 0.05 (the fold stds are ignored)
+    assert accuracy["a"].acc == pytest.approx(0.85) and accuracy["a"].std == pytest.approx(0.05)
+    assert accuracy["b"].acc == pytest.approx(0.61)
+    assert accuracy["b"].std == pytest.approx((((0.01 ** 2) * 2 + 0.02 ** 2) / 2) ** 0.5)
+    assert per_target == {"a": (0.80, 0.90, 0.85), "b": (0.60, 0.60, 0.63)}
+    with pytest.raises(FaceKDError, match="at least 2 runs"):
+        ex.over_seeds(runs[:1], ("a",))
+
+
+def test_marks_only_differences_beyond_the_combined_spread():
+    base = ex.ResultRow("arcface", "y1", "arcface", 1, 1, {"a": ex.Accuracy(0.80, 0.03), "b": ex.Accuracy(0.80, 0.03),
+                                                          "c": ex.Accuracy(0.80, 0.03)})
+    # combined spread sqrt(0.03^2 + 0.04^2) = 0.05
+    row = ex.ResultRow("m", "y1", "m", 1, 1, {"a": ex.Accuracy(0.851, 0.04), "b": ex.Accuracy(0.849, 0.04),
+                                             "c": ex.Accuracy(0.749, 0.04)})
+    assert ex.mark_differences(row, base, ("a", "b", "c")) == {"a": ex.ABOVE, "c": ex.BELOW}
+    table = ex.markdown_table([base, row], ("a", "b", "c"))
+    assert "| 85.10 ± 4.00 ▲ | 84.90 ± 4.00 | 74.90 ± 4.00 ▼ |" in table
+
+
+def test_bar_chart_with_seed_dots_is_a_png(tmp_path):
+    row = ex.ResultRow("m", "y1", "m", 1, 1, {t: ex.Accuracy(0.8, 0.02) for t in ex.TARGETS},
+                       runs={t: (0.78, 0.8, 0.82) for t in ex.TARGETS})
+    path = ex.plot_accuracy_bars([row], ex.TARGETS, str(tmp_path / "bars.png"))
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -1,8 +1,11 @@
 """THE pair-verification protocol on ``<target>.bin`` files (insightface's protocol).
 
-A target is decoded once into a uint8 (N, H, W, 3) array and kept. Originals and
-their horizontal flips go through the network in the same batches; XNorm is the mean
-L2 norm of all raw embeddings; the score embedding is ``normalise(orig + flip)``;
+A target is decoded once into a uint8 (U, H, W, 3) array of its distinct images and kept:
+targets reuse images across pairs (LFW's 12,000 pair slots hold about 7,700 images), and
+identical encoded bytes are one image, decoded and embedded once. Originals and their
+horizontal flips go through the network in the same batches; the raw embeddings are then
+expanded to the 2P pair slots, so every number is that of embedding each slot: XNorm is
+the mean L2 norm of all 2P x 2 raw embeddings; the score embedding is ``normalise(orig + flip)``;
 distance is squared Euclidean; accuracy is the 10-fold (contiguous folds) accuracy
 at the threshold chosen on the other nine folds; VAL is taken at FAR = 1e-3.
 """
@@ -21,15 +24,54 @@ VAL_FAR = 1e-3
 
 @dataclass
 class VerificationSet:
-    """A decoded target: ``images`` uint8 (2P, H, W, 3) RGB, pair i = images[2i], images[2i+1]."""
+    """A decoded target: ``images`` uint8 (U, H, W, 3) RGB, its distinct images; ``slots`` (2P,) int maps
+    pair slot k to its row of ``images``: pair i = images[slots[2i]], images[slots[2i+1]].
+
+    ``slots`` defaults to ``arange(len(images))`` (every slot its own image, U = 2P).
+    """
     name: str
     images: np.ndarray
     issame: np.ndarray
     path: str = ""
+    slots: np.ndarray = None
+
+    def __post_init__(self):
+        if self.slots is None:
+            if len(self.images) != 2 * len(self.issame):
+                raise FaceKDError(f"{self.name}: {len(self.images)} images for {len(self.issame)} pairs (expected "
+                                  "twice as many, or slots naming the images of each pair)")
+            self.slots = np.arange(len(self.images))
+        self.slots = np.asarray(self.slots, dtype=np.int64)
+        if self.slots.shape != (2 * len(self.issame),):
+            raise FaceKDError(f"{self.name}: {self.slots.size} pair slots for {len(self.issame)} pairs "
+                              "(expected twice as many)")
+        if len(self.slots) and (self.slots.min() < 0 or self.slots.max() >= len(self.images)):
+            raise FaceKDError(f"{self.name}: a pair slot names an image outside 0..{len(self.images) - 1}")
 
     @property
     def num_pairs(self):
         return len(self.issame)
+
+    @property
+    def num_slots(self):
+        """2P: the images of the pairs, repeated ones counted each time."""
+        return len(self.slots)
+
+    @property
+    def slots_are_rows(self):
+        """True when slot k is image k (no image repeated)."""
+        return len(self.images) == self.num_slots and np.array_equal(self.slots, np.arange(self.num_slots))
+
+    def per_slot(self, rows, what="embeddings"):
+        """``rows`` of the distinct images (U rows) expanded to the 2P slots; 2P rows are returned as they are."""
+        rows = np.asarray(rows)
+        if len(rows) == len(self.images):
+            return rows if self.slots_are_rows else rows[self.slots]
+        if len(rows) == self.num_slots:
+            return rows
+        expected = (f"{self.num_slots}" if len(self.images) == self.num_slots
+                    else f"{len(self.images)} (one per distinct image) or {self.num_slots} (one per pair slot)")
+        raise FaceKDError(f"{self.name}: {len(rows)} {what} for {self.num_pairs} pairs; expected {expected}")
 
 
 @dataclass
@@ -71,8 +113,21 @@ def fit_image(rgb, image_size, source="image"):
     return rgb
 
 
+def distinct_payloads(bins):
+    """(distinct payloads in first-seen order, slots): ``bins[k] == distinct[slots[k]]``; identical encoded
+    bytes are the same image."""
+    row_of, distinct = {}, []
+    slots = np.empty(len(bins), dtype=np.int64)
+    for k, payload in enumerate(bins):
+        row = row_of.setdefault(payload, len(distinct))
+        if row == len(distinct):
+            distinct.append(payload)
+        slots[k] = row
+    return distinct, slots
+
+
 def load_target(path, image_size=(112, 112), name=None, progress=True):
-    """Decode every image of a ``.bin`` target once (resized to ``image_size`` if needed)."""
+    """Decode every distinct image of a ``.bin`` target once (resized to ``image_size`` if needed)."""
     from tqdm import tqdm
 
     from ..data.binfile import load_bin
@@ -84,16 +139,20 @@ def load_target(path, image_size=(112, 112), name=None, progress=True):
     bins, issame = load_bin(path)
     if len(issame) == 0:
         raise FaceKDError(f"{path}: the target holds no pairs")
+    distinct, slots = distinct_payloads(bins)
+    first_slot = np.full(len(distinct), len(slots), dtype=np.int64)
+    np.minimum.at(first_slot, slots, np.arange(len(slots)))  # named in errors by its first place in the file
     h, w = image_size
-    images = np.empty((len(bins), h, w, 3), dtype=np.uint8)
-    for i, payload in enumerate(tqdm(bins, desc=f"decode {name}", unit="img", leave=False,
-                                     disable=not progress or len(bins) < 2000)):
+    images = np.empty((len(distinct), h, w, 3), dtype=np.uint8)
+    for u, payload in enumerate(tqdm(distinct, desc=f"decode {name}", unit="img", leave=False,
+                                     disable=not progress or len(distinct) < 2000)):
+        i = int(first_slot[u])
         try:
             rgb = decode(payload)
         except FaceKDError as exc:
             raise FaceKDError(f"{path}: image {i}: {exc}") from None
-        images[i] = fit_image(rgb, image_size, f"{path}: image {i}")
-    return VerificationSet(name, images, np.asarray(issame, dtype=bool), path)
+        images[u] = fit_image(rgb, image_size, f"{path}: image {i}")
+    return VerificationSet(name, images, np.asarray(issame, dtype=bool), path, slots)
 
 
 # ----------------------------------------------------------------------------- embedding
@@ -256,7 +315,10 @@ def evaluate_embeddings(embeddings, issame, nfolds=10, xnorm=float("nan")):
 def evaluate(embedder_or_embeddings, vset, batch_size=None, nfolds=10, progress=False):
     """Evaluate a model (an Embedder) or raw embeddings on a VerificationSet.
 
-    Embeddings are either ``(orig, flip)`` raw arrays or one raw (N, d) array (no flip).
+    An Embedder embeds each distinct image (and its flip) once. Raw embeddings are either
+    ``(orig, flip)`` arrays or one (N, d) array (no flip), with N = U (one row per distinct image,
+    expanded by ``vset.slots``) or N = 2P (one per pair slot). Every number (XNorm included) is
+    computed over the 2P slots, as if each slot had been embedded.
     ``batch_size`` is the Embedder's own (kept for the call signature; it must match when given).
     """
     source = embedder_or_embeddings
@@ -268,8 +330,8 @@ def evaluate(embedder_or_embeddings, vset, batch_size=None, nfolds=10, progress=
         orig, flip = source
     else:
         orig, flip = source, None
-    if len(orig) != len(vset.images):
-        raise FaceKDError(f"{vset.name}: {len(orig)} embeddings for {len(vset.images)} images")
+    orig = vset.per_slot(orig)
+    flip = None if flip is None else vset.per_slot(flip, "flipped embeddings")
     embeddings, xnorm = flip_embeddings(orig, flip)
     return evaluate_embeddings(embeddings, vset.issame, nfolds, xnorm)
 
@@ -340,8 +402,9 @@ def verify_models(models, data_dir, targets, batch_size, contexts, nfolds=10, im
                   report=print):
     """Evaluate each ``(prefix, epoch)`` on each target; ``report`` gets one row per model and target.
 
-    Every target and checkpoint is checked before any work; targets are decoded once and
-    each model is bound once. Returns ``[(model label, target name, VerificationResult)]``.
+    Every target and checkpoint is checked before any work; targets are decoded once (each
+    distinct image once) and each model is bound once; img/s counts the images embedded
+    (distinct ones and their flips). Returns ``[(model label, target name, VerificationResult)]``.
     """
     import time
 
@@ -359,6 +422,10 @@ def verify_models(models, data_dir, targets, batch_size, contexts, nfolds=10, im
             if not os.path.isfile(path):
                 raise FaceKDError(f"--model: checkpoint file {path} not found")
     sets = [load_target(target_path(data_dir, n), image_size, n) for n in targets]
+    for vset in sets:
+        if len(vset.images) < vset.num_slots:
+            report(f"[{vset.name}] {vset.num_pairs} pairs hold {len(vset.images)} distinct images: each is "
+                   f"embedded once (with its flip) for its {vset.num_slots} pair slots")
     rows = []
     for prefix, epoch in models:
         embedder = Embedder.from_checkpoint(prefix, epoch, contexts, batch_size, image_size)

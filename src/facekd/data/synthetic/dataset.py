@@ -1,7 +1,9 @@
 """Generate a synthetic dataset folder: train.rec/.idx/property and the three verification targets.
 
 Workers render and encode images; the main process writes them in plan order,
-so the files are byte-identical for a seed whatever the number of workers.
+so the files are byte-identical for a seed whatever the number of workers. A
+target whose pairs draw from pools (``target_images``) renders each pool image it
+uses once and writes its bytes into every pair slot that uses it.
 Everything is written into a staging folder beside the output (``.NAME.tmp<pid>``)
 and moved into place at the end: a failure leaves nothing half-written, and the
 staging folder of a killed run is removed (and said so) by the next run.
@@ -33,8 +35,7 @@ from ..outputs import MARKER, notice, not_owned_error, write_marker, written_by
 from ..recordio import RecordDatasetWriter
 from .image import IMAGE_SIZE, render_encoded
 from .montage import DIFFERENT, SAME, MontageRow, check_png_path, montage, save_png
-from .plan import (STREAM_PAIR_IMAGE, STREAM_TRAIN_IMAGE, TARGETS, plan_all_pairs, train_identities,
-                   val_identities)
+from .plan import STREAM_TRAIN_IMAGE, TARGETS, plan_all_pairs, target_images, train_identities, val_identities
 
 OUTPUT_FILES = ("train.rec", "train.idx", "property") + tuple(t.name + ".bin" for t in TARGETS)
 TOOL, KIND = "make_synthetic.py", "synthetic-dataset"
@@ -42,7 +43,11 @@ TOOL, KIND = "make_synthetic.py", "synthetic-dataset"
 MONTAGE_IDENTITIES, MONTAGE_IMAGES, MONTAGE_PAIRS = 6, 8, 4
 
 SyntheticSummary = namedtuple("SyntheticSummary", "folder num_images num_identities val_identities pairs "
-                                                  "targets rendered seconds")
+                                                  "targets rendered seconds target_images")
+"""``target_images``: the number of distinct images of each target (2 x pairs without a pool)."""
+
+TargetLayout = namedtuple("TargetLayout", "tasks slots")
+"""A target's distinct render tasks in plan order, and for each of its 2P slots the index of its task."""
 
 
 def images_per_second(summary):
@@ -112,14 +117,26 @@ def _staging(out):
             shutil.rmtree(stage)
 
 
-def _tasks(params, train, val, plans):
+def target_layouts(params, val, plans):
+    """The :class:`TargetLayout` of every target: each distinct image (one key) rendered once."""
+    layouts = []
+    for t, pairs in enumerate(plans):
+        row_of, tasks, slots = {}, [], []
+        for image in target_images(params, t, pairs):
+            if image.key not in row_of:
+                row_of[image.key] = len(tasks)
+                tasks.append((val[image.identity], image.profile, params.seed, image.key))
+            slots.append(row_of[image.key])
+        layouts.append(TargetLayout(tasks, slots))
+    return layouts
+
+
+def _tasks(params, train, layouts):
     for c, ident in enumerate(train):
         for j in range(params.images_per_identity):
             yield ident, "train", params.seed, (STREAM_TRAIN_IMAGE, c, j)
-    for t, (target, pairs) in enumerate(zip(TARGETS, plans)):
-        for k, pair in enumerate(pairs):
-            yield val[pair.a], target.first, params.seed, (STREAM_PAIR_IMAGE, t, k, 0)
-            yield val[pair.b], target.second, params.seed, (STREAM_PAIR_IMAGE, t, k, 1)
+    for layout in layouts:
+        yield from layout.tasks
 
 
 def _montage_rows(train_shown, target_bins, plans):
@@ -143,13 +160,14 @@ def generate_synthetic(out, params, workers=1, overwrite=False, montage_path=Non
     start = time.perf_counter()
     train, val = train_identities(params), val_identities(params)
     plans = plan_all_pairs(params, val)
-    total = params.num_images + 2 * params.pairs * len(TARGETS)
+    layouts = target_layouts(params, val, plans)
+    total = params.num_images + sum(len(layout.tasks) for layout in layouts)
     shown = min(MONTAGE_IMAGES, params.images_per_identity)
     train_shown = [[] for _ in range(min(MONTAGE_IDENTITIES, params.identities))]
     target_bins = []
     with _staging(out) as stage, _renderer(int(workers)) as render, \
             tqdm(total=total, desc="synthetic faces", unit="img", disable=not progress) as bar:
-        payloads = render(_tasks(params, train, val, plans))
+        payloads = render(_tasks(params, train, layouts))
         with RecordDatasetWriter(stage, num_classes=params.identities, image_size=(IMAGE_SIZE, IMAGE_SIZE)) as w:
             for c in range(params.identities):
                 for j, payload in enumerate(itertools.islice(payloads, params.images_per_identity)):
@@ -157,15 +175,17 @@ def generate_synthetic(out, params, workers=1, overwrite=False, montage_path=Non
                     if c < len(train_shown) and j < shown:
                         train_shown[c].append(payload)
                 bar.update(params.images_per_identity)
-        for target, pairs in zip(TARGETS, plans):
-            bins = list(itertools.islice(payloads, 2 * len(pairs)))
+        for target, pairs, layout in zip(TARGETS, plans, layouts):
+            distinct = list(itertools.islice(payloads, len(layout.tasks)))
+            bins = [distinct[row] for row in layout.slots]
             save_bin(os.path.join(stage, target.name + ".bin"), bins, [p.same for p in pairs])
             target_bins.append(bins)
-            bar.update(len(bins))
+            bar.update(len(distinct))
         grid = montage(_montage_rows(train_shown, target_bins, plans)) if montage_path is not None else None
     if grid is not None:
         save_png(montage_path, grid)
     return SyntheticSummary(folder=out, num_images=params.num_images, num_identities=params.identities,
                             val_identities=params.val_identities, pairs=params.pairs,
                             targets=tuple(t.name for t in TARGETS), rendered=total,
-                            seconds=time.perf_counter() - start)
+                            seconds=time.perf_counter() - start,
+                            target_images=tuple(len(layout.tasks) for layout in layouts))
