@@ -198,7 +198,7 @@ def main(argv=None):
 
     record = None
     if teacher is None:
-        cache = None if args.no_cache else TeacherCache()
+        cache = None if args.no_cache or args.quick else TeacherCache()
         teacher, record = build_teacher(ws, args, t_budget, cache)
     verified = ws.verify([teacher], ex.TARGETS, os.path.join(ws.models_root, "teacher-roc.png"))
     rows = [ex.result_row(f"{teacher.network} teacher (arcface)", teacher, verified[teacher.model_arg])]
