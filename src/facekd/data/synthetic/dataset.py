@@ -65,7 +65,9 @@ def _renderer(workers):
     if workers == 1:
         yield lambda tasks: map(render_encoded, tasks)
         return
-    with multiprocessing.get_context("fork").Pool(workers, initializer=_quiet_worker) as pool:
+    # spawn, not fork: a process that has run MXNet holds OpenMP and engine threads, and a child forked
+    # from it can block for ever on a lock one of them held (seen in the test-suite)
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_quiet_worker) as pool:
         yield lambda tasks: pool.imap(render_encoded, tasks, chunksize=16)
 
 
