@@ -112,6 +112,15 @@ def build_teacher(ws, args, teacher_budget, cache=None):
     return teacher, record
 
 
+def ensure_teacher(ws, args, t_budget, teacher):
+    """(teacher, cache record): ``teacher`` when reused, else built (through the cache unless --no-cache
+    or --quick; the record is None without the cache)."""
+    if teacher is not None:
+        return teacher, None
+    cache = None if args.no_cache or args.quick else TeacherCache()
+    return build_teacher(ws, args, t_budget, cache)
+
+
 def seed_space(ws, seed):
     """A Workspace of one student seed: the shared data, its own models and logs folders."""
     space = ex.Workspace(ws.runner, ws.out, seed=seed, frequent=ws.frequent)
@@ -196,10 +205,7 @@ def main(argv=None):
           f"outputs in {runner.rel(ws.out)}/")
     print(ex.recipe_text(budget, None if teacher else t_budget))
 
-    record = None
-    if teacher is None:
-        cache = None if args.no_cache or args.quick else TeacherCache()
-        teacher, record = build_teacher(ws, args, t_budget, cache)
+    teacher, record = ensure_teacher(ws, args, t_budget, teacher)
     verified = ws.verify([teacher], ex.TARGETS, os.path.join(ws.models_root, "teacher-roc.png"))
     rows = [ex.result_row(f"{teacher.network} teacher (arcface)", teacher, verified[teacher.model_arg])]
     runs = {m: {} for m in methods}

@@ -25,7 +25,6 @@ import time
 import compare_methods as cm  # bench/compare_methods.py: the teacher it builds or reuses, the seeds
 import experiments as ex  # bench/experiments.py, beside this script
 from facekd.errors import FaceKDError, run_cli
-from teacher_cache import TeacherCache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ("arcface", "margin_distillation")
@@ -135,10 +134,7 @@ def main(argv=None):
           f"{', '.join(map(str, seeds))}; outputs in {runner.rel(ws.out)}/")
     print(ex.recipe_text(budget, None if teacher else t_budget))
 
-    record = None
-    if teacher is None:
-        cache = None if args.no_cache or args.quick else TeacherCache()
-        teacher, record = cm.build_teacher(ws, args, t_budget, cache)
+    teacher, record = cm.ensure_teacher(ws, args, t_budget, teacher)
     verified = ws.verify([teacher], ex.TARGETS, os.path.join(ws.models_root, "teacher-roc.png"))
     table = [ex.result_row(f"{teacher.network} teacher (arcface)", teacher, verified[teacher.model_arg])]
     runs = {(m, r): [] for m in METHODS for r in ratios}

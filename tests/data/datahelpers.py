@@ -76,3 +76,28 @@ def rotate_scale(points, scale, degrees, shift):
     t = np.deg2rad(degrees)
     rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
     return scale * np.asarray(points, np.float64) @ rot.T + np.asarray(shift, np.float64)
+
+
+def read_bin_file(path):
+    """(payloads, issame) of a .bin target, read with plain pickle (as insightface reads it)."""
+    import pickle
+
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def run_make_synthetic(argv, capsys):
+    """(exit code, stdout, stderr) of data_prepare/make_synthetic.py's main under the CLI wrapper."""
+    import runpy
+
+    from facekd.errors import run_cli
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    main = runpy.run_path(os.path.join(root, "data_prepare", "make_synthetic.py"))["main"]
+    try:
+        run_cli(main, argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err

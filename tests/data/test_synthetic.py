@@ -1,8 +1,6 @@
 """The synthetic face dataset: layout read back with MXNet's reader, determinism, held-out targets,
 nuisance independent of identity, alignment, and the script's one-line errors."""
 import os
-import pickle
-import runpy
 from dataclasses import fields
 
 import cv2
@@ -15,9 +13,9 @@ from facekd.data.synthetic import (SyntheticParams, drift_identity, generate_syn
 from facekd.data.synthetic import dataset as synthetic_dataset
 from facekd.data.synthetic.nuisance import Pose
 from facekd.data.synthetic.render import Projector
-from facekd.errors import FaceKDError, run_cli
+from facekd.errors import FaceKDError
+from datahelpers import read_bin_file, run_make_synthetic  # tests/data/datahelpers.py
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FILES = ("train.rec", "train.idx", "property", "synth_easy.bin", "synth_pose.bin", "synth_age.bin",
          ".facekd-output")  # the marker: a folder make_synthetic.py wrote (and may --overwrite)
 TARGET_NAMES = ("synth_easy", "synth_pose", "synth_age")
@@ -47,22 +45,6 @@ def _read_train(folder):
                 identities=idents, keys=keys)
 
 
-def _read_bin(path):
-    with open(path, "rb") as f:
-        return pickle.load(f)
-
-
-def _run(argv, capsys):
-    main = runpy.run_path(os.path.join(ROOT, "data_prepare", "make_synthetic.py"))["main"]
-    try:
-        run_cli(main, argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _tiny_argv(out, *extra):
     return ["--out", str(out), "--identities", "3", "--images-per-identity", "2", "--val-identities", "2",
             "--pairs", "2", "--workers", "1", "--quiet", *extra]
@@ -87,13 +69,13 @@ def test_layout_read_back_with_mxnet(synthetic_dir, synthetic_params):
 def test_targets_are_balanced_and_decodable(synthetic_dir, synthetic_params):
     pairs = synthetic_params.pairs
     for name in TARGET_NAMES:
-        bins, issame = _read_bin(os.path.join(synthetic_dir, name + ".bin"))
+        bins, issame = read_bin_file(os.path.join(synthetic_dir, name + ".bin"))
         assert len(bins) == 2 * pairs and len(issame) == pairs
         assert sum(issame) == pairs // 2
         assert all(issame[i] == (i % 2 == 0) for i in range(pairs))  # every contiguous fold is balanced
         assert all(_decode(b).shape == (112, 112, 3) for b in bins)
-    easy = _read_bin(os.path.join(synthetic_dir, "synth_easy.bin"))[0]
-    pose = _read_bin(os.path.join(synthetic_dir, "synth_pose.bin"))[0]
+    easy = read_bin_file(os.path.join(synthetic_dir, "synth_easy.bin"))[0]
+    pose = read_bin_file(os.path.join(synthetic_dir, "synth_pose.bin"))[0]
     assert easy[1] != pose[1]
 
 
@@ -181,7 +163,7 @@ def test_age_drift_keeps_the_face_and_changes_the_rest():
 
 
 def test_cli_writes_summary_and_montage(tmp_path, capsys):
-    code, out, err = _run(_tiny_argv(tmp_path / "d", "--montage", str(tmp_path / "m.png")), capsys)
+    code, out, err = run_make_synthetic(_tiny_argv(tmp_path / "d", "--montage", str(tmp_path / "m.png")), capsys)
     assert code == 0, err
     assert "6 images of 3 identities" in out and "img/s" in out
     assert sorted(os.listdir(tmp_path / "d")) == sorted(FILES)
@@ -198,7 +180,7 @@ def test_cli_writes_summary_and_montage(tmp_path, capsys):
     (["--montage", "grid.jpg"], "--montage"),
 ])
 def test_cli_bad_flags_fail_in_one_line(tmp_path, capsys, flags, flag):
-    code, out, err = _run(_tiny_argv(tmp_path / "d") + flags, capsys)
+    code, out, err = run_make_synthetic(_tiny_argv(tmp_path / "d") + flags, capsys)
     assert code != 0 and flag in err and len(err.strip().splitlines()) == 1
     assert os.listdir(tmp_path) == []
 
@@ -207,10 +189,10 @@ def test_cli_refuses_existing_folder_without_overwrite(tmp_path, capsys):
     out = tmp_path / "d"
     out.mkdir()
     (out / "notes.txt").write_text("keep")
-    code, _, err = _run(_tiny_argv(out), capsys)
+    code, _, err = run_make_synthetic(_tiny_argv(out), capsys)
     assert code != 0 and "--overwrite" in err and len(err.strip().splitlines()) == 1
     assert os.listdir(out) == ["notes.txt"]
-    code, _, err = _run(_tiny_argv(out, "--overwrite"), capsys)
+    code, _, err = run_make_synthetic(_tiny_argv(out, "--overwrite"), capsys)
     assert code == 0, err
     assert sorted(os.listdir(out)) == sorted(FILES + ("notes.txt",))
     assert sorted(os.listdir(tmp_path)) == ["d"]

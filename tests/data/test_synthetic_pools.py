@@ -3,8 +3,6 @@ today's; with one, pairs draw their images from K images per held-out identity a
 repeats, each pool image is rendered once and its bytes fill every slot that uses it."""
 import dataclasses
 import os
-import pickle
-import runpy
 
 import pytest
 
@@ -13,28 +11,12 @@ from facekd.data.synthetic import dataset as synthetic_dataset
 from facekd.data.synthetic import plan as synthetic_plan
 from facekd.data.synthetic.identity import nearest_identities
 from facekd.data.synthetic.image import image_rng
-from facekd.errors import FaceKDError, run_cli
+from facekd.errors import FaceKDError
 from facekd.evaluation.verification import load_target
+from datahelpers import read_bin_file, run_make_synthetic  # tests/data/datahelpers.py
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGETS = (("synth_easy", "easy", "easy"), ("synth_pose", "easy", "pose"), ("synth_age", "easy", "age"))
 POOLED = SyntheticParams(identities=4, images_per_identity=2, val_identities=10, pairs=40, seed=5, target_images=3)
-
-
-def _read_bin(path):
-    with open(path, "rb") as f:
-        return pickle.load(f)
-
-
-def _run(argv, capsys):
-    main = runpy.run_path(os.path.join(ROOT, "data_prepare", "make_synthetic.py"))["main"]
-    try:
-        run_cli(main, argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ----------------------------------------------------------------------------- K = 0: today's plan
@@ -151,7 +133,7 @@ def test_pooled_dataset_renders_each_image_once(tmp_path, monkeypatch, synthetic
     for name in ("train.rec", "train.idx", "property"):  # the pools draw from streams of their own
         assert (tmp_path / "pooled" / name).read_bytes() == (synthetic_dir / name).read_bytes()
     for (name, first, second), pairs, distinct in zip(TARGETS, plans, summary.target_images):
-        bins, issame = _read_bin(tmp_path / "pooled" / f"{name}.bin")
+        bins, issame = read_bin_file(tmp_path / "pooled" / f"{name}.bin")
         assert len(bins) == 2 * p.pairs and list(issame) == [pr.same for pr in pairs]
         assert len(set(bins)) == distinct < 2 * p.pairs
         entry = [((pr.a, pr.image_a, 0), (pr.b, pr.image_b, 1 if second != first else 0)) for pr in pairs]
@@ -171,15 +153,15 @@ def test_pooled_dataset_renders_each_image_once(tmp_path, monkeypatch, synthetic
 def test_cli_prints_distinct_images_and_refuses_too_many_pairs(tmp_path, capsys):
     argv = ["--out", str(tmp_path / "d"), "--identities", "2", "--images-per-identity", "2", "--val-identities",
             "3", "--workers", "1", "--quiet", "--target-images", "2"]
-    code, out, err = _run(argv + ["--pairs", "6"], capsys)
+    code, out, err = run_make_synthetic(argv + ["--pairs", "6"], capsys)
     assert code == 0, err
-    counts = [len(set(_read_bin(tmp_path / "d" / f"{name}.bin")[0])) for name, _, _ in TARGETS]
+    counts = [len(set(read_bin_file(tmp_path / "d" / f"{name}.bin")[0])) for name, _, _ in TARGETS]
     assert (f"synth_easy, synth_pose, synth_age with 6 pairs each ({counts[0]} / {counts[1]} / {counts[2]} "
             "distinct images) from 3 held-out identities") in out
-    code, out, err = _run(argv + ["--pairs", "8", "--overwrite"], capsys)
+    code, out, err = run_make_synthetic(argv + ["--pairs", "8", "--overwrite"], capsys)
     lines = err.strip().splitlines()
     assert code != 0 and len(lines) == 1 and lines[0].endswith(
         " error: --pairs 8 is too many for --target-images 2 x --val-identities 3; raise one of them")
-    code, out, err = _run(["--out", str(tmp_path / "e"), "--target-images", "1", "--quiet"], capsys)
+    code, out, err = run_make_synthetic(["--out", str(tmp_path / "e"), "--target-images", "1", "--quiet"], capsys)
     assert code != 0 and len(err.strip().splitlines()) == 1 and "--target-images" in err
     assert sorted(os.listdir(tmp_path)) == ["d"]
