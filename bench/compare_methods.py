@@ -11,8 +11,9 @@ command line and cached (bench/teacher_cache.py); it is evaluated by
 recognition/eval/verification.py on the same targets. Writes ``results.md`` and
 ``results.png`` in --out.
 
-    python -u bench/compare_methods.py                       # 3 seeds; ~75 min on the slower 2-core machine
-    python -u bench/compare_methods.py --quick               # every method on tiny sizes, 2 seeds (~5 min)
+    python -u bench/compare_methods.py                       # 3 seeds; ~60 min on the slower 2-core machine
+                                                             # with the teacher cached (~85 min without)
+    python -u bench/compare_methods.py --quick               # every method on tiny sizes, 2 seeds (~5-15 min)
     python -u bench/compare_methods.py --seeds 0,1,2,3,4 --methods arcface,margin_distillation
 """
 import argparse
@@ -43,19 +44,24 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=32,
                    help="images per step (triplet runs: the nearest lower multiple of 3, more steps)")
     p.add_argument("--teacher-steps", type=int, default=ex.TEACHER_STEPS)
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated student seeds (at least 2)")
     p.add_argument("--methods", default=",".join(ex.METHODS),
                    help="comma-separated methods; triplet methods need arcface")
     p.add_argument("--triplet-lr", type=float, default=ex.TRIPLET_LR, help="lr of the triplet fine-tuning")
     p.add_argument("--triplet-bag-batches", type=int, default=20, help="triplet bag size in batches")
     ex.add_data_arguments(p, pairs=ex.COMPARISON_PAIRS, target_images=ex.COMPARISON_TARGET_IMAGES)
+    add_teacher_arguments(p)
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks that every method runs")
+    return p.parse_args(argv)
+
+
+def add_teacher_arguments(p):
+    """--seeds, --teacher / --data-dir / --soft-dir (reuse a teacher) and --no-cache, shared by the comparisons."""
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated student seeds (at least 2)")
     p.add_argument("--teacher", default="", help="reuse this teacher 'prefix,epoch' (with --data-dir, --soft-dir)")
     p.add_argument("--data-dir", default="", help="reuse: the hard-label synthetic dataset of the teacher")
     p.add_argument("--soft-dir", default="", help="reuse: the teacher's soft dataset of --data-dir")
     p.add_argument("--no-cache", action="store_true",
                    help="train the teacher even if the cache holds this command's run (and do not store it)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes: checks that every method runs")
-    return p.parse_args(argv)
 
 
 def parse_seeds(text):

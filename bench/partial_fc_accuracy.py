@@ -41,14 +41,9 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=300, help="training steps of every student run")
     p.add_argument("--batch-size", type=int, default=32, help="images per step")
     p.add_argument("--teacher-steps", type=int, default=600)
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated student seeds (at least 2)")
     ex.add_data_arguments(p, pairs=ex.COMPARISON_PAIRS, target_images=ex.COMPARISON_TARGET_IMAGES)
     p.set_defaults(identities=MIN_IDENTITIES, images_per_identity=10)
-    p.add_argument("--teacher", default="", help="reuse this teacher 'prefix,epoch' (with --data-dir, --soft-dir)")
-    p.add_argument("--data-dir", default="", help="reuse: the hard-label synthetic dataset of the teacher")
-    p.add_argument("--soft-dir", default="", help="reuse: the teacher's soft dataset of --data-dir")
-    p.add_argument("--no-cache", action="store_true",
-                   help="train the teacher even if the cache holds this command's run (and do not store it)")
+    cm.add_teacher_arguments(p)
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks that the comparison runs")
     return p.parse_args(argv)
 
