@@ -56,23 +56,12 @@ def parse_args(argv=None):
 
 def add_teacher_arguments(p):
     """--seeds, --teacher / --data-dir / --soft-dir (reuse a teacher) and --no-cache, shared by the comparisons."""
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated student seeds (at least 2)")
+    ex.add_seeds_argument(p)
     p.add_argument("--teacher", default="", help="reuse this teacher 'prefix,epoch' (with --data-dir, --soft-dir)")
     p.add_argument("--data-dir", default="", help="reuse: the hard-label synthetic dataset of the teacher")
     p.add_argument("--soft-dir", default="", help="reuse: the teacher's soft dataset of --data-dir")
     p.add_argument("--no-cache", action="store_true",
                    help="train the teacher even if the cache holds this command's run (and do not store it)")
-
-
-def parse_seeds(text):
-    """The --seeds list: distinct non-negative integers, at least 2."""
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise FaceKDError(f"--seeds {text!r}: give comma-separated integers, e.g. 0,1,2") from None
-    if len(seeds) < 2 or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise FaceKDError(f"--seeds {text!r}: give at least 2 distinct non-negative seeds (a spread needs them)")
-    return seeds
 
 
 def apply_quick(args):
@@ -125,15 +114,6 @@ def ensure_teacher(ws, args, t_budget, teacher):
         return teacher, None
     cache = None if args.no_cache or args.quick else TeacherCache()
     return build_teacher(ws, args, t_budget, cache)
-
-
-def seed_space(ws, seed):
-    """A Workspace of one student seed: the shared data, its own models and logs folders."""
-    space = ex.Workspace(ws.runner, ws.out, seed=seed, frequent=ws.frequent)
-    space.data_dir, space.soft_dir = ws.data_dir, ws.soft_dir
-    space.models_root = os.path.join(ws.models_root, f"seed{seed}")
-    space.logs = os.path.join(ws.logs, f"seed{seed}")
-    return space
 
 
 def train_method(space, method, teacher, budget, args, arcface_model):
@@ -197,7 +177,7 @@ def main(argv=None):
     command = shlex.join(["python", "-u", "bench/compare_methods.py"] + list(sys.argv[1:] if argv is None else argv))
     if args.quick:
         apply_quick(args)
-    seeds = parse_seeds(args.seeds)
+    seeds = ex.parse_seeds(args.seeds)
     methods = ex.order_methods(args.methods.split(","))
     start = time.perf_counter()
     runner = ex.CommandRunner(ROOT)
@@ -216,7 +196,7 @@ def main(argv=None):
     rows = [ex.result_row(f"{teacher.network} teacher (arcface)", teacher, verified[teacher.model_arg])]
     runs = {m: {} for m in methods}
     for seed in seeds:
-        space, trained = seed_space(ws, seed), {}
+        space, trained = ws.seed_space(seed), {}
         for method in methods:
             model = train_method(space, method, teacher, budget, args, trained.get("arcface"))
             trained[method] = model

@@ -383,6 +383,22 @@ def add_data_arguments(parser, pairs, target_images=0):
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic set and the teacher")
 
 
+def add_seeds_argument(parser, default="0,1,2"):
+    """--seeds: the seeds every trained model of a comparison is run with (the data stay fixed)."""
+    parser.add_argument("--seeds", default=default, help="comma-separated run seeds (at least 2)")
+
+
+def parse_seeds(text):
+    """The --seeds list: distinct non-negative integers, at least 2."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise FaceKDError(f"--seeds {text!r}: give comma-separated integers, e.g. 0,1,2") from None
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise FaceKDError(f"--seeds {text!r}: give at least 2 distinct non-negative seeds (a spread needs them)")
+    return seeds
+
+
 def apply_quick_data(args):
     """Shrink the synthetic set of ``args`` to the --quick sizes."""
     for name, value in QUICK_DATA.items():
@@ -490,6 +506,14 @@ class Workspace:
 
     def _r(self, path):
         return self.runner.rel(path)
+
+    def seed_space(self, seed):
+        """A Workspace of one run seed: this one's data, its own models and logs folders (``seed<N>``)."""
+        space = Workspace(self.runner, self.out, seed=seed, frequent=self.frequent)
+        space.data_dir, space.soft_dir, space.train_set = self.data_dir, self.soft_dir, self.train_set
+        space.models_root = os.path.join(self.models_root, f"seed{seed}")
+        space.logs = os.path.join(self.logs, f"seed{seed}")
+        return space
 
     def model_arg(self, model):
         """``prefix,epoch`` of a TrainedModel as the commands show it (relative to the root)."""

@@ -10,7 +10,7 @@ checkpoint (from the verification round its training logged). Writes ``results.m
 one fold std of the full ones' (the acceptance of the Partial FC work) and whether the
 difference exceeds the seeds' combined spread.
 
-    python -u bench/partial_fc_accuracy.py                    # 3 seeds; ~80 min on the slower 2-core machine
+    python -u bench/partial_fc_accuracy.py                    # 3 seeds; 62 min on the faster 2-core machine
     python -u bench/partial_fc_accuracy.py --quick            # tiny sizes, 2 seeds: checks that it runs
     python -u bench/partial_fc_accuracy.py --teacher T,1 --data-dir D --soft-dir S   # reuse a teacher
 """
@@ -115,7 +115,7 @@ def main(argv=None):
     if args.quick:
         apply_quick(args)
     check(args)
-    seeds = cm.parse_seeds(args.seeds)
+    seeds = ex.parse_seeds(args.seeds)
     start = time.perf_counter()
     runner = ex.CommandRunner(ROOT)
     ws = ex.Workspace(runner, args.out, seed=args.seed, frequent=5 if args.quick else 20)
@@ -135,7 +135,7 @@ def main(argv=None):
     runs = {(m, r): [] for m in METHODS for r in ratios}
     for seed in seeds:
         for ratio in ratios:  # one models folder per seed and ratio: the runs of a method share their name
-            space = cm.seed_space(ws, seed)
+            space = ws.seed_space(seed)
             space.models_root += f"-r{ratio:g}"
             space.logs += f"-r{ratio:g}"
             for method in METHODS:
