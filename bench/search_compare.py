@@ -94,8 +94,9 @@ def report(args, seeds, rows, searched, search_seconds, budget, seconds, command
         f"Command: `{command}`  ", f"Date: {datetime.date.today().isoformat()}  ",
         f"Wall time: {seconds / 60:.1f} min on {os.cpu_count()} CPU cores", "",
         f"Synthetic set: {args.identities} identities x {args.images_per_identity} images; targets of "
-        f"{args.pairs} pairs from {args.val_identities} held-out identities ({args.target_images} images per "
-        "identity and profile).", "",
+        f"{args.pairs} pairs from {args.val_identities} held-out identities ("
+        + (f"drawn from {args.target_images} images per identity and profile" if args.target_images
+           else "two fresh images per pair") + ").", "",
         f"Search: {args.search_layers} cells of C={args.search_channels} at {args.search_image_size}x"
         f"{args.search_image_size}, {args.search_epochs} epochs, batch {args.search_batch_size} per half, "
         f"{args.order}-order architecture gradient, arcface head at s={ex.SCALE:g}, m={ex.MARGIN:g}; "
