@@ -204,10 +204,7 @@ def main(argv=None):
             print(f"\nseed {seed}, {method}: " + ", ".join(
                 f"{t} {ex.format_accuracy(runs[method][seed][t])}" for t in ex.TARGETS))
     for method in methods:
-        accuracy, per_target = ex.over_seeds(list(runs[method].values()), ex.TARGETS)
-        row = ex.result_row(ex.METHOD_TITLES[method], trained[method], accuracy)
-        row.runs = per_target
-        rows.append(row)
+        rows.append(ex.seeded_row(ex.METHOD_TITLES[method], trained[method], list(runs[method].values())))
     base = next((r for r in rows[1:] if r.loss == BASE), None)
     for row in rows[1:]:
         if base is not None and row is not base:

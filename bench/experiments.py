@@ -612,7 +612,16 @@ class Workspace:
         return png
 
 
-def result_row(method, model, accuracy):
-    """A ResultRow of ``model`` with its sizes counted from the checkpoint graph."""
-    params, ops = network_size(model.prefix)
+def result_row(method, model, accuracy, mode="conv_fc"):
+    """A ResultRow of ``model`` with its sizes counted from the checkpoint graph (FLOPs ``mode``)."""
+    params, ops = network_size(model.prefix, mode=mode)
     return ResultRow(method, model.network, model.loss, params, ops, accuracy)
+
+
+def seeded_row(method, model, per_seed, mode="conv_fc"):
+    """The ResultRow of one method run once per seed: ``per_seed`` holds each run's {target: Accuracy};
+    the sizes are ``model``'s (every run has the same network)."""
+    accuracy, runs = over_seeds(per_seed, TARGETS)
+    row = result_row(method, model, accuracy, mode=mode)
+    row.runs = runs
+    return row

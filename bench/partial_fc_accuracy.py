@@ -148,9 +148,7 @@ def main(argv=None):
                     f"{t} {ex.format_accuracy(runs[(method, ratio)][-1][1][t])}" for t in ex.TARGETS))
     rows, fold_std = {}, {m: {} for m in METHODS}
     for (method, ratio), done in runs.items():
-        accuracy, per_target = ex.over_seeds([acc for _, acc in done], ex.TARGETS)
-        rows[(method, ratio)] = ex.result_row(title(method, ratio), done[-1][0], accuracy)
-        rows[(method, ratio)].runs = per_target
+        rows[(method, ratio)] = ex.seeded_row(title(method, ratio), done[-1][0], [acc for _, acc in done])
         if ratio == 1.0:
             fold_std[method] = {t: sum(acc[t].std for _, acc in done) / len(done) for t in ex.TARGETS}
     for method in METHODS:

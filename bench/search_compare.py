@@ -80,12 +80,8 @@ def train(space, args, network, budget, extra, tag):
 
 def result(method, models):
     """The row of one genotype: its size, and the mean ± std over its runs (one per seed)."""
-    params, flops = ex.network_size(models[-1].prefix, mode="pocketnet")
     per_seed = [ex.saved_accuracies(m.log, m.prefix, m.epoch, ex.TARGETS) for m in models]
-    accuracy, runs = ex.over_seeds(per_seed, ex.TARGETS)
-    row = ex.ResultRow(method, models[-1].network, models[-1].loss, params, flops, accuracy)
-    row.runs = runs
-    return row
+    return ex.seeded_row(method, models[-1], per_seed, mode="pocketnet")
 
 
 def report(args, seeds, rows, searched, search_seconds, budget, seconds, command, runner):
