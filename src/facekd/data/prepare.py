@@ -259,11 +259,11 @@ def save_embeddings(embedder, images_dir, labels_dir, overwrite=False, progress=
                 row += len(entries)
                 bar.update(len(entries))
         vectors.flush()
-        del vectors
     except BaseException:
         del vectors
         remove_path(staged)
         raise
+    del vectors  # closes the memmap before the rename
     replace_path(staged, final)
     return StepSummary(n, None, time.time() - start, final)
 
