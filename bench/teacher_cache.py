@@ -17,20 +17,13 @@ import json
 import os
 import shutil
 
+from facekd.cache import default_root
 from facekd.errors import FaceKDError
 
 RECORD = "cache.json"
 # Arguments whose values are paths: they say where the run was, not what it computed.
 PATH_FLAGS = ("--data-dir", "--models-root")
 SKIPPED = ("model-resume",)  # the resume set: not needed to use the teacher
-
-
-def default_root():
-    """The cache folder: $FACEKD_CACHE, else $XDG_CACHE_HOME/facekd, else ~/.cache/facekd."""
-    if os.environ.get("FACEKD_CACHE"):
-        return os.path.abspath(os.environ["FACEKD_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(os.path.abspath(base), "facekd")
 
 
 def command_without_paths(args):

@@ -15,6 +15,10 @@ of those backbone steps. Each row runs in a fresh process: "peak MiB" is that
 process's peak resident memory after the head's warm-up, before the backbone is
 bound beside it (MXNet and Python included; row ``idle`` is that floor).
 
+The margin heads normalise their trainable centres with ``facekd_unit_rows`` (``facekd.native``,
+built on first use) when it loads, as the trainer does on CPU; ``--no-native`` times the
+stock-operator graph instead.
+
 Partial FC (``--sample-ratio r``): every head that can sample its class centres gets a
 second row ``<head> r=<r>`` beside its full one, bound and stepped as the trainer does
 it (the sample and the remapped labels are drawn inside the clock, from the step's
@@ -81,6 +85,8 @@ def parse_args(argv):
     p.add_argument("--lr", type=float, default=1e-4,
                    help="SGD learning rate (momentum and weight decay from the config)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-native", dest="native", action="store_false",
+                   help="normalise the class centres with stock MXNet operators, not facekd.native's")
     p.add_argument("--sample-ratio", type=float, default=1.0,
                    help="Partial FC: also a row at this ratio beside every head that samples its centres")
     p.add_argument("--scale-classes", type=int, default=0,
@@ -90,7 +96,11 @@ def parse_args(argv):
 
 
 def head_config(args, row):
+    import mxnet as mx
+
+    from facekd import native
     from facekd.config import generate_config
+    from facekd.losses.margin import NATIVE
 
     loss = row.loss
     cfg = generate_config(args.network, "emore", BACKBONE_LOSS if loss == BACKBONE else loss)
@@ -106,6 +116,7 @@ def head_config(args, row):
             if batch < 3:
                 raise FaceKDError(f"--per-batch-size {args.per_batch_size}: the triplet heads need >= 3")
     cfg.per_batch_size = batch
+    cfg[NATIVE] = args.native and native.unit_rows_available([mx.cpu()])
     return cfg
 
 
@@ -223,7 +234,7 @@ def measure_row(args, row):
     out = dict(row=row.name, loss=row.loss, ratio=row.ratio, num_classes=int(head.cfg.num_classes),
                sampled_classes=head.classes.sample_size, target=row.target(), batch=batch,
                seconds=float(np.median(times[0])), min=float(np.min(times[0])), max=float(np.max(times[0])),
-               finite=bool(finite), peak_mib=peak)
+               finite=bool(finite), peak_mib=peak, native=bool(head.cfg.get("native_unit_rows")))
     out["times"] = times[0]
     if len(steppers) > 1:
         base_batch = steppers[1].cfg.per_batch_size
@@ -333,7 +344,9 @@ def main(argv=None):
         rows.append(dict(run_row(args, row), scale=row.scale))
     print(f"network {args.network}, per-device batch {args.per_batch_size}, {args.num_classes} classes, "
           f"median of {args.steps} steps after {args.warmup} warm-ups, forward+backward+update"
-          + ("; rows r=: Partial FC, round(r x classes) centres a step" if args.sample_ratio < 1 else ""))
+          + ("; rows r=: Partial FC, round(r x classes) centres a step" if args.sample_ratio < 1 else "")
+          + "; trainable centres normalised by " + ("facekd_unit_rows (facekd.native)" if any(
+              r.get("native") for r in rows) else "stock MXNet operators"))
     print(format_table(rows))
     for line in scale_lines(rows):
         print(line)

@@ -1,7 +1,9 @@
 """Bind a loss head on CPU, run forward + backward, return outputs and gradients as float64."""
 import mxnet as mx
 import numpy as np
+import pytest
 
+from facekd import native as facekd_native
 from facekd.config import generate_config
 from facekd.losses import build_head, head_metrics
 
@@ -69,3 +71,15 @@ def soft_labels(t, y):
 
 def f32(x):
     return np.asarray(x, dtype=np.float32)
+
+
+# The two ways the margin heads normalise their trainable centres: stock operators, and
+# facekd.native's facekd_unit_rows (skipped where the library cannot be built here).
+KERNELS = [pytest.param(False, id="stock"), pytest.param(True, id="native")]
+
+
+def kernel(native):
+    """The ``native_unit_rows`` setting for a test of one kernel (skips when native is unavailable)."""
+    if native and not facekd_native.load():
+        pytest.skip(f"native operators unavailable: {facekd_native.reason()}")
+    return bool(native)

@@ -9,7 +9,7 @@ import loss_reference as ref
 from facekd.errors import FaceKDError
 from facekd.losses import get_loss
 from facekd.losses.margin import margin_target
-from loss_harness import assert_close, differs, f32, face_batch, make_cfg, run_head
+from loss_harness import KERNELS, assert_close, differs, f32, face_batch, kernel, make_cfg, run_head
 
 MARGINS = {"nsoftmax": (64, 1, 0, 0), "arcface": (64, 1, 0.5, 0), "cosface": (64, 1, 0, 0.35),
            "combined": (64, 1, 0.3, 0.2)}
@@ -23,11 +23,12 @@ def test_config_constants_match_spec(loss):
     assert (spec.label, spec.teacher_centres, spec.iterator) == ("hard", None, "face")
 
 
+@pytest.mark.parametrize("native", KERNELS)
 @pytest.mark.parametrize("loss", sorted(MARGINS))
-def test_margin_softmax_value_gradients_and_metrics(loss):
+def test_margin_softmax_value_gradients_and_metrics(loss, native):
     s, m1, m2, m3 = MARGINS[loss]
     w, _, y, e, _ = face_batch(seed=1)
-    outs, grads, values = run_head(make_cfg(loss), f32(e), f32(y), {"fc7_weight": f32(w)},
+    outs, grads, values = run_head(make_cfg(loss, native_unit_rows=kernel(native)), f32(e), f32(y), {"fc7_weight": f32(w)},
                                    grads=("data", "fc7_weight"))
 
     def f(x):

@@ -8,8 +8,8 @@ import loss_reference as ref
 from facekd.errors import FaceKDError
 from facekd.losses import LOSSES, build_head, get_loss
 from facekd.losses.partial_fc import SAMPLE, head_classes, sample_size
-from loss_harness import (BATCH, NUM_CLASSES, assert_close, differs, f32, face_batch, make_cfg, run_head,
-                          soft_labels)
+from loss_harness import (BATCH, KERNELS, NUM_CLASSES, assert_close, differs, f32, face_batch, kernel, make_cfg,
+                          run_head, soft_labels)
 
 S, M = 64.0, 0.5
 RATIO = 0.8  # 8 of the 10 classes: the 6 of the batch and 2 others
@@ -49,12 +49,14 @@ def test_ratio_one_is_exactly_the_full_head(loss):
     assert SAMPLE in graph(0.5).list_arguments() and graph(0.5).tojson() != full.tojson()
 
 
+@pytest.mark.parametrize("native", KERNELS)
 @pytest.mark.parametrize("loss", sorted(MARGINS))
-def test_margin_heads_match_the_sampled_softmax_reference(loss):
+def test_margin_heads_match_the_sampled_softmax_reference(loss, native):
     m1, m2, m3 = MARGINS[loss]
     w, _, y, e, _ = face_batch(seed=51)
     sample, pos = sample_for(y, seed=1)
-    outs, grads, values = run_head(make_cfg(loss, sample_ratio=RATIO), f32(e), f32(pos),
+    cfg = make_cfg(loss, sample_ratio=RATIO, native_unit_rows=kernel(native))
+    outs, grads, values = run_head(cfg, f32(e), f32(pos),
                                    {"fc7_weight": f32(w), SAMPLE: f32(sample)}, grads=("data", "fc7_weight"))
 
     def f(x, v=w, s=sample):
@@ -79,10 +81,12 @@ def test_margin_heads_match_the_sampled_softmax_reference(loss):
 @pytest.mark.parametrize("loss,key,weight,reference", [
     ("angular_distillation", "alpha", 1.0, ref.sampled_angular_loss),
     ("template_kd", "kd_lambda", 100.0, ref.sampled_template_loss)])
-def test_embedding_kd_heads_match_the_reference(loss, key, weight, reference):
+@pytest.mark.parametrize("native", KERNELS)
+def test_embedding_kd_heads_match_the_reference(loss, key, weight, reference, native):
     w, _, y, e, t = face_batch(seed=52)
     sample, pos = sample_for(y, seed=3)
-    _, grads, values = run_head(make_cfg(loss, sample_ratio=RATIO, **{key: weight}), f32(e), soft_labels(t, pos),
+    cfg = make_cfg(loss, sample_ratio=RATIO, native_unit_rows=kernel(native), **{key: weight})
+    _, grads, values = run_head(cfg, f32(e), soft_labels(t, pos),
                                 {"fc7_weight": f32(w), SAMPLE: f32(sample)}, grads=("data", "fc7_weight"))
 
     def f(x, v=w):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import loss_reference as ref
+from loss_harness import KERNELS, kernel
 from facekd.config import generate_config
 from facekd.losses import build_head, get_loss
 from facekd.training import optimizer
@@ -21,16 +22,17 @@ LR, MOM, WD = 0.5, 0.9, 0.01
 S, M = 16.0, 0.5
 
 
-def config(ratio, batch):
+def config(ratio, batch, native=False):
     cfg = generate_config("y1", "emore", "arcface")
-    cfg.update(num_classes=C, emb_size=D, per_batch_size=batch, sample_ratio=ratio, loss_s=S)
+    cfg.update(num_classes=C, emb_size=D, per_batch_size=batch, sample_ratio=ratio, loss_s=S,
+               native_unit_rows=native)
     return Settings(cfg)
 
 
-def bind(ratio, contexts, kv=None, row_sum=True, start=None):
+def bind(ratio, contexts, kv=None, row_sum=True, start=None, native=False):
     """(Module bound and set up as the trainer does, its class sampler, the kvstore)."""
     n = len(contexts)
-    cfg = config(ratio, B // n)
+    cfg = config(ratio, B // n, native)
     kv = kv or mx.kvstore.create("device")
     classes = class_sampler(cfg, get_loss("arcface"), n, kv, seed=11)
     embedding = mx.sym.FullyConnected(mx.sym.Variable("data"), num_hidden=D, no_bias=True, name="fc1")
@@ -89,10 +91,11 @@ def reference_steps(start, data, samples):
     return w1, w7, m7
 
 
+@pytest.mark.parametrize("native", KERNELS)
 @pytest.mark.parametrize("ratio", [0.5, 1.0])
-def test_update_is_lazy_sgd_on_the_sampled_rows(ratio):
+def test_update_is_lazy_sgd_on_the_sampled_rows(ratio, native):
     start, data = start_params(), batches(3)
-    module, classes, kv = bind(ratio, [mx.cpu()], start=start)
+    module, classes, kv = bind(ratio, [mx.cpu()], start=start, native=kernel(native))
     weights, mom, samples = train(module, classes, kv, data)
     w1, w7, m7 = reference_steps(start, data, samples)
     np.testing.assert_allclose(weights["fc7_weight"], w7, rtol=1e-4, atol=1e-5)
@@ -115,14 +118,15 @@ def test_update_is_lazy_sgd_on_the_sampled_rows(ratio):
         assert np.abs(weights["fc7_weight"][never] - dense[never]).max() > 1e-4
 
 
+@pytest.mark.parametrize("native", KERNELS)
 @pytest.mark.parametrize("update_on_kvstore", ["1", "0"])
-def test_two_contexts_take_the_steps_of_one(update_on_kvstore, monkeypatch):
+def test_two_contexts_take_the_steps_of_one(update_on_kvstore, native, monkeypatch):
     """"1": the kvstore sums the row_sparse gradients and runs the update; "0": every device updates
     its own copy (as under dist_sync) and RowSumStore sums the rows first."""
     start, data = start_params(), batches(3)
-    one = train(*bind(0.5, [mx.cpu()], start=start), data)
+    one = train(*bind(0.5, [mx.cpu()], start=start), data)  # stock operators, one device
     monkeypatch.setenv("MXNET_UPDATE_ON_KVSTORE", update_on_kvstore)
-    module, classes, kv = bind(0.5, [mx.cpu(0), mx.cpu(1)], start=start)
+    module, classes, kv = bind(0.5, [mx.cpu(0), mx.cpu(1)], start=start, native=kernel(native))
     assert isinstance(module._kvstore, RowSumStore) == (update_on_kvstore == "0")
     two = train(module, classes, kv, data, contexts=2)
     for a, b in zip(one[2], two[2]):

@@ -249,6 +249,7 @@ def save_embeddings(embedder, images_dir, labels_dir, overwrite=False, progress=
     final = embeddings_path(labels_dir)
     staged = final + PARTIAL
     vectors = np.lib.format.open_memmap(staged, mode="w+", dtype=np.float32, shape=(n, embedder.emb_size))
+    written = False
     try:
         row = 0
         with _progress(n, "embed", progress) as bar:
@@ -259,11 +260,11 @@ def save_embeddings(embedder, images_dir, labels_dir, overwrite=False, progress=
                 row += len(entries)
                 bar.update(len(entries))
         vectors.flush()
-    except BaseException:
-        del vectors
-        remove_path(staged)
-        raise
-    del vectors  # closes the memmap before the rename
+        written = True
+    finally:
+        del vectors  # closes the memmap before the rename or the removal
+        if not written:
+            remove_path(staged)
     replace_path(staged, final)
     return StepSummary(n, None, time.time() - start, final)
 

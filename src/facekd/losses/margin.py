@@ -7,13 +7,15 @@ m1·θ + m2 > π the target follows the continuous, decreasing fallback
 cos θ − cos θ0 − 1 − m3 with θ0 = (π − m2)/m1 (so it never exceeds the
 margin-free logit). Elsewhere the value is the unguarded formula.
 
-Cost at 85,742 classes (docs/performance.md): the trainable centres are
-normalised in the (B x C) output, 1/||W_j|| coming from a matrix-vector product,
-instead of an ``L2Normalization`` of the (C x d) matrix, whose backward is slow;
-the cross-entropy is ``log_softmax`` + ``pick`` instead of ``SoftmaxOutput``.
+Cost at 85,742 classes (docs/performance.md): the trainable centres are normalised
+by ``facekd_unit_rows`` (``facekd.native``, setting ``native_unit_rows``) where it is
+available, else in the (B x C) output, 1/||W_j|| coming from a matrix-vector product,
+instead of an ``L2Normalization`` of the (C x d) matrix, whose backward is slow; the
+cross-entropy is ``log_softmax`` + ``pick`` instead of ``SoftmaxOutput``.
 """
 import math
 
+from .. import native as native_ops
 from . import common, partial_fc
 from . import register_loss
 
@@ -77,20 +79,30 @@ def margin_logits(unit_embedding, unit_centres, cls, num_classes, batch, s, m1=1
 
 
 NORM_EPS = 1e-10  # as L2Normalization: ||w|| = sqrt(sum w² + eps)
+NATIVE = "native_unit_rows"  # setting: normalise the centres with facekd.native's operator
 
 
-def cosine_logits(unit_embedding, weight, cls, num_classes, dim, batch, s, name="fc7"):
+def cosine_logits(unit_embedding, weight, cls, num_classes, dim, batch, s, name="fc7", native=False):
     """s·ê_i·W_j/||W_j|| (B x C) for a trainable (C x d) ``weight``, value and gradient exact.
 
-    Normalising the (C x d) matrix costs a (C x d) temporary forward and a slow backward; here
-    the column scale 1/||W_j|| is applied to the (B x C) product instead. ||W_j||² is a
-    matrix-vector product with squares of W, and the scale is broadcast over the batch by a
-    rank-one product (ones (B x 1) · scale (1 x C)): their gradients are then matrix products
-    too, where a broadcast multiply would reduce its gradient with MXNet's slow CPU reduction.
+    ``native``: the rows are normalised by ``facekd_unit_rows`` (``facekd.native``, CPU), one
+    pass over the matrix forward and one backward, and the product is taken with the unit
+    rows as the FullyConnected weight, giving (B x C) without a transpose.
+
+    Otherwise, with stock operators only: normalising the (C x d) matrix costs a (C x d)
+    temporary forward and a slow backward, so the column scale 1/||W_j|| is applied to the
+    (B x C) product instead. ||W_j||² is a matrix-vector product with squares of W, and the
+    scale is broadcast over the batch by a rank-one product (ones (B x 1) · scale (1 x C)):
+    their gradients are then matrix products too, where a broadcast multiply would reduce
+    its gradient with MXNet's slow CPU reduction.
     """
     import mxnet as mx
 
     num_classes, dim = int(num_classes), int(dim)
+    if native:
+        unit_centres = native_ops.unit_rows(weight)
+        return mx.sym.FullyConnected(unit_embedding * s, unit_centres, no_bias=True, num_hidden=num_classes,
+                                     name=name)
     squares = mx.sym.FullyConnected(mx.sym.ones(shape=(1, dim)), mx.sym.square(weight), no_bias=True,
                                     num_hidden=num_classes)
     inverse_norm = mx.sym.reshape(mx.sym.rsqrt(squares + NORM_EPS), shape=(num_classes, 1))
@@ -114,7 +126,7 @@ def student_margin_logits(embedding, cls, cfg, name="fc7", classes=None):
     classes = classes or partial_fc.HeadClasses(cfg)
     unit = common.l2_normalize(embedding)
     logits = cosine_logits(unit, classes.student(), cls, classes.count, cfg.emb_size,
-                           common.batch_size(cfg), s, name=name)
+                           common.batch_size(cfg), s, name=name, native=bool(cfg.get(NATIVE, False)))
     return unit, apply_margin(logits, cls, classes.count, s, m1, m2, m3)
 
 

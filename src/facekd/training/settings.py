@@ -41,13 +41,15 @@ class Settings(Mapping):
         return f"Settings({len(self._values)} keys)"
 
 
-def resolve(cfg, dataset, teacher_dim, resume=None):
+def resolve(cfg, dataset, teacher_dim, resume=None, native_unit_rows=False):
     """The run's :class:`Settings`.
 
     ``cfg``: the merged tables and flags; ``dataset``: the opened training set (its
     ``property`` is the truth for the class count and image size, a table's differing
     ``num_classes`` is reported); ``teacher_dim``: the teacher vectors' dimension (0 for
-    class labels); ``resume``: the ``training.checkpoint.ResumePoint`` to continue, or None.
+    class labels); ``resume``: the ``training.checkpoint.ResumePoint`` to continue, or None;
+    ``native_unit_rows``: the heads normalise their class centres with the native operator
+    (``facekd.native.unit_rows_available`` for the run's contexts).
     """
     declared = cfg.get("num_classes")
     if declared and declared != dataset.num_classes:
@@ -59,5 +61,6 @@ def resolve(cfg, dataset, teacher_dim, resume=None):
                   teacher_dim=int(teacher_dim), resume_meta=meta, begin_step=int(meta.get("step", 0)),
                   resume_params=resume.params_file if resume is not None else None,
                   resume_states=resume.states_file if resume is not None else None,
-                  begin_epoch=int(meta.get("epoch", 0)), resume_position=meta.get("position"))
+                  begin_epoch=int(meta.get("epoch", 0)), resume_position=meta.get("position"),
+                  native_unit_rows=bool(native_unit_rows))
     return Settings(values)

@@ -6,7 +6,7 @@ import time
 import mxnet as mx
 import numpy as np
 
-from .. import losses, symbols
+from .. import losses, native, symbols
 from ..data import labels
 from ..data.recordio import RecordDataset
 from ..errors import FaceKDError, mxnet_cause
@@ -164,7 +164,8 @@ class Trainer:
         self.dataset = open_training_set(cfg, self.spec)
         teacher_dim, source = teacher_source(cfg, self.dataset)
         resume = self._resume_point() if args.resume else None
-        self.settings = settings = resolve(cfg, self.dataset, teacher_dim, resume)
+        self.settings = settings = resolve(cfg, self.dataset, teacher_dim, resume,
+                                           native_unit_rows=native.unit_rows_available(self.contexts))
         check_teacher_dim(settings, self.spec, source)
         self.symbol, self.embedding = build_symbols(settings)
         check_input_size(self.embedding, settings)
